@@ -1,0 +1,151 @@
+"""One training loop for every job (pre-training, the demo's supervised teacher, fine-tuning later):
+the task module returns ``{"loss": ...}`` and the loop does the rest -- AdamW, per-step cosine
+schedule, gradient accumulation and clipping, bf16 autocast on CUDA, optional torch.compile, DDP,
+checkpoints with exact resume, metrics and a progress bar (MAE's model/engine split)."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..config import OptimConfig, TrainConfig
+from ..data.pipeline import SeededSamples, StepBatchSampler
+from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from .distributed import Dist, sum_across
+from .metrics import MetricsWriter
+from .optim import build_optimizer, cosine_lr, set_lr
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; nothing was saved after the last good checkpoint."""
+
+
+class CorruptDataError(RuntimeError):
+    """More corrupt images than ``data.max_corrupt_share`` allows."""
+
+
+@dataclass
+class Job:
+    """What the loop needs besides the task module."""
+    task: nn.Module
+    batch_keys: Tuple[str, ...]  # task(*[batch[k] for k in batch_keys])
+    dataset: SeededSamples
+    optim: OptimConfig
+    train: TrainConfig
+    run_dir: Path
+    meta: Dict[str, Any]  # written into every checkpoint (config, kind, ...)
+    backbone: Optional[Callable[[], Tuple[nn.Module, Dict[str, Any]]]] = None
+    num_workers: int = 0
+    max_corrupt_share: float = 0.01
+
+
+def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def plan_steps(n: int, train: TrainConfig, optim: OptimConfig) -> Tuple[int, int, int, int]:
+    """(steps per epoch, total schedule steps, warm-up steps, steps to run now)."""
+    spe = n // train.batch_size
+    total = max(1, round(train.epochs * spe))
+    warmup = min(total - 1, round(optim.warmup_epochs * spe))
+    stop = min(total, train.max_steps) if train.max_steps else total
+    return spe, total, warmup, stop
+
+
+def run(job: Job, device: torch.device, dist: Dist, resume: bool = False) -> Dict[str, float]:
+    """Train ``job.task`` on ``device``; returns a summary (last loss, steps, images/s)."""
+    tr, op = job.train, job.optim
+    task = job.task.to(device)
+    spe, total, warmup, stop = plan_steps(len(job.dataset), tr, op)
+    optimizer = build_optimizer(task, op)
+    start = 0
+    if resume:
+        ck = find_checkpoint(job.run_dir)
+        start = int(load_checkpoint(ck, task, optimizer)["step"])
+        if dist.main:
+            log.info("resumed from %s at step %d", ck, start)
+    model: nn.Module = task
+    if dist.enabled:
+        model = nn.parallel.DistributedDataParallel(task, device_ids=[device.index] if device.type == "cuda" else None)
+    if tr.compile:
+        model = torch.compile(model)
+    sampler = StepBatchSampler(len(job.dataset), tr.batch_size, tr.seed, dist.rank, dist.world,
+                               tr.accum_steps, start_step=start)
+    loader = DataLoader(job.dataset, batch_sampler=sampler, num_workers=job.num_workers,
+                        pin_memory=device.type == "cuda", persistent_workers=job.num_workers > 0)
+    metrics = MetricsWriter(job.run_dir, enabled=dist.main, resume_step=start if resume else None)
+    params = [p for p in task.parameters() if p.requires_grad]
+    bar = tqdm(total=stop, initial=start, disable=not dist.main or not sys.stderr.isatty(),
+               unit="step", dynamic_ncols=True)
+    it = iter(loader)
+    seen = bad = 0
+    last: Dict[str, float] = {}
+    t0 = time.perf_counter()
+    ck_dir: Optional[Path] = None
+    try:
+        for step in range(start, stop):
+            lr = cosine_lr(step, total, warmup, op.lr, op.min_lr)
+            set_lr(optimizer, lr)
+            tick = time.perf_counter()
+            loss_sum = torch.zeros((), device=device)
+            for a in range(tr.accum_steps):
+                batch = next(it)
+                inputs = [batch[k].to(device, non_blocking=True) for k in job.batch_keys]
+                sync = a == tr.accum_steps - 1 or not dist.enabled
+                with (contextlib.nullcontext() if sync else model.no_sync()), autocast_for(device, tr.precision):
+                    loss = model(*inputs)["loss"]
+                    (loss / tr.accum_steps).backward()
+                loss_sum += loss.detach().float()
+                bad += int(batch["bad"].sum())
+            counts = sum_across(torch.tensor([loss_sum.item(), bad], dtype=torch.float64), dist)
+            loss_value = counts[0].item() / (tr.accum_steps * dist.world)
+            seen += tr.batch_size
+            if not math.isfinite(loss_value):
+                prev = find_checkpoint(job.run_dir) if (job.run_dir / "checkpoints").exists() else None
+                raise NonFiniteLossError(
+                    f"the loss is {loss_value} at step {step + 1}; training stopped before the optimizer "
+                    f"step. Last good checkpoint: {prev or 'none yet'} (kept). Lower optim.lr, enable "
+                    f"optim.clip_grad, or check the data.")
+            if counts[1].item() > job.max_corrupt_share * seen:
+                raise CorruptDataError(f"{int(counts[1].item())} unreadable images among {seen} read "
+                                       f"(more than data.max_corrupt_share={job.max_corrupt_share}); "
+                                       f"remove or fix them (the log names each).")
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, op.clip_grad if op.clip_grad else float("inf"))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            dt = time.perf_counter() - tick
+            last = {"step": step + 1, "epoch": (step + 1) / spe, "loss": loss_value, "lr": lr,
+                    "grad_norm": float(grad_norm), "img_per_s": tr.batch_size / dt}
+            metrics.write(last)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{last['img_per_s']:.0f}")
+            if dist.main and (step + 1) % tr.log_every == 0 and bar.disable:
+                eta = (time.perf_counter() - t0) / (step + 1 - start) * (stop - step - 1)
+                log.info("step %d/%d  loss %.4f  lr %.2e  %.0f img/s  eta %.0fs", step + 1, stop,
+                         loss_value, lr, last["img_per_s"], eta)
+            if (step + 1) % tr.ckpt_every == 0 or step + 1 == stop:
+                if dist.main:
+                    ck_dir = save_checkpoint(job.run_dir, step + 1, task, optimizer,
+                                             dict(job.meta, epoch=(step + 1) / spe, total_steps=total),
+                                             job.backbone() if job.backbone else None, tr.keep_last)
+    finally:
+        bar.close()
+        metrics.close()
+    elapsed = time.perf_counter() - t0
+    return dict(last, steps_run=stop - start, seconds=elapsed,
+                checkpoint=str(ck_dir) if ck_dir else "",
+                img_per_s_mean=(stop - start) * tr.batch_size / max(elapsed, 1e-9))
+
