@@ -38,6 +38,7 @@ class DataConfig:
     builtin_images: int = 5000
     builtin_image_size: int = 64
     builtin_seed: int = 0
+    builtin_label: str = "shape"  # shape | texture: which class the built-in images are labelled with
 
 
 @dataclass
@@ -69,6 +70,9 @@ class StudentConfig:
     abs_pos_emb: bool = False
     layer_scale: Optional[float] = 0.1
     drop_path: float = 0.0
+    # Attention kernel: timm's (SDPA; the relative position bias keeps it off flash attention) or
+    # flex (FlexAttention adds the bias inside a fused kernel; CUDA only; see models/flex.py).
+    attention: str = "timm"
     # Extra keyword arguments for timm.create_model (embed_dim, depth, patch_size, ...).
     kwargs: Dict[str, Any] = field(default_factory=dict)
     # Input normalisation of the student (the teacher uses its own pretrained_cfg).
@@ -131,9 +135,11 @@ class PretrainConfig:
 
 
 _CHOICES = {
+    "data.builtin_label": ("shape", "texture"),
     "mask.kind": ("blockwise", "random", "none"),
     "mask.loss_on": ("masked", "all"),
     "student.rel_pos_bias": ("shared", "per_block", "none"),
+    "student.attention": ("timm", "flex"),
     "decoder.kind": ("fc", "transformer"),
     "objective.whitening": ("layernorm", "none"),
     "objective.loss": ("smooth_l1", "mse", "cosine"),
@@ -148,9 +154,12 @@ def _get(cfg: Any, dotted: str) -> Any:
     return cfg
 
 
-def validate(cfg: PretrainConfig) -> PretrainConfig:
-    """Raise ConfigError for values that cannot work; returns cfg for chaining."""
+def validate(cfg: Any) -> Any:
+    """Raise ConfigError for values that cannot work; returns cfg for chaining. Works for every
+    job's config: sections a job does not have are skipped."""
     for key, choices in _CHOICES.items():
+        if not hasattr(cfg, key.split(".")[0]):
+            continue
         if _get(cfg, key) not in choices:
             raise ConfigError(f"{key}={_get(cfg, key)!r} is not one of {', '.join(choices)}.")
     t, o = cfg.train, cfg.optim
@@ -165,6 +174,11 @@ def validate(cfg: PretrainConfig) -> PretrainConfig:
         raise ConfigError(f"need 0 <= optim.min_lr <= optim.lr and lr > 0 (got lr={o.lr}, min_lr={o.min_lr}).")
     if not 0 <= cfg.data.max_corrupt_share <= 1:
         raise ConfigError("data.max_corrupt_share must be a share in [0, 1].")
+    if hasattr(cfg, "student"):
+        patch = cfg.student.kwargs.get("patch_size")
+        if patch and cfg.data.img_size % int(patch):
+            raise ConfigError(f"data.img_size={cfg.data.img_size} is not divisible by the student's patch "
+                              f"size {patch}; pick a multiple of {patch}.")
     return cfg
 
 
@@ -202,7 +216,7 @@ def load_config(preset: Optional[Union[str, Path]] = None, overrides: Sequence[s
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ConfigError(f"invalid config value for {key or '?'}: {e.msg if hasattr(e, 'msg') else e}.{hint}") from None
     obj = OmegaConf.to_object(merged)
-    return validate(obj) if isinstance(obj, PretrainConfig) else obj
+    return validate(obj)
 
 
 def _flat_keys(d: Dict[str, Any], prefix: str = "") -> List[str]:

@@ -47,6 +47,10 @@ class MaskedDistiller(nn.Module):
         self.objective_cfg = objective_cfg
         if loss_on not in ("masked", "all"):
             raise ValueError(f"loss_on={loss_on!r}; use masked or all.")
+        if loss_on == "masked" and num_masked == 0:
+            raise ValueError("the loss counts only masked tokens (mask.loss_on=masked) but no patch is masked "
+                             "(mask.kind=none or num_masked=0), so the loss would be NaN; set mask.loss_on=all "
+                             "for plain feature distillation (FD), or mask some patches.")
         self.loss_on = loss_on
         self.num_masked = num_masked
         self.register_buffer("mean", torch.tensor(student_mean).view(1, -1, 1, 1), persistent=False)

@@ -49,7 +49,8 @@ def build_decoder(cfg: DecoderConfig, in_dim: int, out_dim: int, student_heads: 
         return nn.Linear(in_dim, out_dim)
     heads = cfg.num_heads or student_heads
     if in_dim % heads:
-        raise ValueError(f"decoder.num_heads={heads} does not divide the student width {in_dim}.")
+        raise ValueError(f"decoder.num_heads={heads} does not divide the student width {in_dim}; set "
+                         f"decoder.num_heads to a divisor of {in_dim} (0 = the student's heads).")
     return TransformerDecoder(in_dim, out_dim, cfg.depth, heads)
 
 

@@ -21,8 +21,10 @@ from .loading import check_timm_name
 
 def student_kwargs(cfg: StudentConfig, img_size: int) -> Dict[str, Any]:
     """The ``timm.create_model`` keyword arguments for the configured student."""
+    # timm.create_model drops None-valued kwargs, so None would leave BEiT's default layer scale (0.1)
+    # in place; 0.0 means "no layer scale" to both timm families.
     kw: Dict[str, Any] = dict(img_size=img_size, num_classes=0, drop_path_rate=cfg.drop_path,
-                              init_values=cfg.layer_scale)
+                              init_values=cfg.layer_scale if cfg.layer_scale is not None else 0.0)
     if cfg.arch.startswith("beit"):
         kw.update(use_abs_pos_emb=cfg.abs_pos_emb,
                   use_rel_pos_bias=cfg.rel_pos_bias == "per_block",
@@ -79,7 +81,10 @@ class MaskedStudent(nn.Module):
                 x = blk(x, shared_rel_pos_bias=rel)
         else:
             x = m.blocks(x)
-        return m.norm(x)
+        # timm's BEiT with global_pool="avg" (its default) keeps its final norm as ``fc_norm`` and
+        # sets ``norm`` to Identity; the distilled tokens still pass the final norm (BEiT v2, FD, EVA).
+        norm = m.fc_norm if isinstance(m, Beit) and isinstance(m.norm, nn.Identity) else m.norm
+        return norm(x)
 
 
 def build_student(cfg: StudentConfig, img_size: int) -> MaskedStudent:

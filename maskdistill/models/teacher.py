@@ -63,9 +63,11 @@ class Teacher(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, C, H, W) in [0, 1] -> tokens (B, p + N, C) or (B, N, C) without prefix."""
         x = (images - self.mean) / self.std
-        patches, prefix = self.backbone.forward_intermediates(
+        out = self.backbone.forward_intermediates(
             x, indices=[self.layer], norm=self.final_norm, output_fmt="NLC",
             intermediates_only=True, return_prefix_tokens=True, stop_early=True)[0]
+        # timm returns (patches, prefix) only when the model has prefix tokens (SigLIP has none).
+        patches, prefix = out if isinstance(out, tuple) else (out, out[:, :0])
         tokens = torch.cat([prefix, patches], 1) if self.prefix_tokens else patches
         if self.projection:
             tokens = self.backbone.head(tokens)

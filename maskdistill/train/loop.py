@@ -51,6 +51,13 @@ class Job:
     max_corrupt_share: float = 0.01
 
 
+def _stop_non_finite(run_dir: Path, what: str) -> None:
+    prev = find_checkpoint(run_dir) if (Path(run_dir) / "checkpoints").exists() else None
+    raise NonFiniteLossError(
+        f"{what}; training stopped before the optimizer step. Last good checkpoint: "
+        f"{prev or 'none yet'} (kept). Lower optim.lr, enable optim.clip_grad, or check the data.")
+
+
 def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
@@ -84,14 +91,18 @@ def run(job: Job, device: torch.device, dist: Dist, resume: bool = False) -> Dic
         model = torch.compile(model)
     sampler = StepBatchSampler(len(job.dataset), tr.batch_size, tr.seed, dist.rank, dist.world,
                                tr.accum_steps, start_step=start)
+    # The loader gets its own generator: creating its iterator would otherwise draw a seed from the
+    # global RNG, after a resume has restored it, and shift every later drop-path draw (exact resume).
     loader = DataLoader(job.dataset, batch_sampler=sampler, num_workers=job.num_workers,
-                        pin_memory=device.type == "cuda", persistent_workers=job.num_workers > 0)
+                        pin_memory=device.type == "cuda", persistent_workers=job.num_workers > 0,
+                        generator=torch.Generator().manual_seed(tr.seed))
     metrics = MetricsWriter(job.run_dir, enabled=dist.main, resume_step=start if resume else None)
     params = [p for p in task.parameters() if p.requires_grad]
     bar = tqdm(total=stop, initial=start, disable=not dist.main or not sys.stderr.isatty(),
                unit="step", dynamic_ncols=True)
     it = iter(loader)
     seen = bad = 0
+    bad_total = 0.0
     last: Dict[str, float] = {}
     t0 = time.perf_counter()
     ck_dir: Optional[Path] = None
@@ -111,19 +122,20 @@ def run(job: Job, device: torch.device, dist: Dist, resume: bool = False) -> Dic
                 loss_sum += loss.detach().float()
                 bad += int(batch["bad"].sum())
             counts = sum_across(torch.tensor([loss_sum.item(), bad], dtype=torch.float64), dist)
+            bad_total = counts[1].item()  # unreadable images skipped so far, all processes
             loss_value = counts[0].item() / (tr.accum_steps * dist.world)
             seen += tr.batch_size
             if not math.isfinite(loss_value):
-                prev = find_checkpoint(job.run_dir) if (job.run_dir / "checkpoints").exists() else None
-                raise NonFiniteLossError(
-                    f"the loss is {loss_value} at step {step + 1}; training stopped before the optimizer "
-                    f"step. Last good checkpoint: {prev or 'none yet'} (kept). Lower optim.lr, enable "
-                    f"optim.clip_grad, or check the data.")
+                _stop_non_finite(job.run_dir, f"the loss is {loss_value} at step {step + 1}")
             if counts[1].item() > job.max_corrupt_share * seen:
                 raise CorruptDataError(f"{int(counts[1].item())} unreadable images among {seen} read "
                                        f"(more than data.max_corrupt_share={job.max_corrupt_share}); "
                                        f"remove or fix them (the log names each).")
             grad_norm = torch.nn.utils.clip_grad_norm_(params, op.clip_grad if op.clip_grad else float("inf"))
+            if not math.isfinite(float(grad_norm)):  # a finite loss with inf/NaN gradients would
+                # poison the weights, and the next checkpoint would not be a good one
+                _stop_non_finite(job.run_dir, f"the gradient norm is {float(grad_norm)} at step {step + 1} "
+                                              f"(loss {loss_value})")
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             dt = time.perf_counter() - tick
@@ -145,7 +157,7 @@ def run(job: Job, device: torch.device, dist: Dist, resume: bool = False) -> Dic
         bar.close()
         metrics.close()
     elapsed = time.perf_counter() - t0
-    return dict(last, steps_run=stop - start, seconds=elapsed,
+    return dict(last, steps_run=stop - start, seconds=elapsed, skipped_images=int(bad_total),
                 checkpoint=str(ck_dir) if ck_dir else "",
                 img_per_s_mean=(stop - start) * tr.batch_size / max(elapsed, 1e-9))
 

@@ -21,6 +21,7 @@ from ..data.synthetic import ShapesTextures
 from ..data.transforms import pretrain_transform
 from ..distill.distiller import MaskedDistiller
 from ..distill.parts import Whitening, build_decoder
+from ..models.flex import use_flex_attention
 from ..models.student import build_student
 from ..models.teacher import build_teacher, describe
 from .distributed import Dist, barrier, init_distributed, resolve_device
@@ -41,7 +42,7 @@ def base_dataset(data_path: str, cfg_data: Any, split: str = "train") -> Dataset
     """The images behind a job: the built-in shapes x textures set or an image folder."""
     if data_path == "builtin":
         return ShapesTextures(num_images=cfg_data.builtin_images, image_size=cfg_data.builtin_image_size,
-                              seed=cfg_data.builtin_seed, split=split)
+                              seed=cfg_data.builtin_seed, split=split, label=cfg_data.builtin_label)
     return ImageFolder(data_path)
 
 
@@ -66,8 +67,9 @@ def mask_generator(cfg: PretrainConfig, grid: Sequence[int]):
 
 
 def prepare_run_dir(out: Path, cfg_dict: Dict[str, Any], resume: bool, overwrite: bool,
-                    resume_free: Sequence[str] = RESUME_FREE) -> None:
-    """Refuse to clobber a run unless asked; on resume, refuse a changed config (listing changes)."""
+                    resume_free: Sequence[str] = RESUME_FREE, check_only: bool = False) -> None:
+    """Refuse to clobber a run unless asked; on resume, refuse a changed config (listing changes).
+    ``check_only``: raise what would be refused, but change nothing on disk."""
     out = Path(out)
     holds_run = (out / "config.yaml").exists() or (out / "checkpoints").exists()
     if resume:
@@ -79,15 +81,22 @@ def prepare_run_dir(out: Path, cfg_dict: Dict[str, Any], resume: bool, overwrite
                              "\n  ".join(changes) + "\nResume with the run's config, or start a new run "
                              "in another folder.")
         return
+    if holds_run and not overwrite:
+        raise RunExistsError(f"{out} already holds a run; pass --resume to continue it, --overwrite "
+                             f"to replace it, or choose another output folder.")
+    if check_only:
+        return
     if holds_run:
-        if not overwrite:
-            raise RunExistsError(f"{out} already holds a run; pass --resume to continue it, --overwrite "
-                                 f"to replace it, or choose another output folder.")
         for name in ("checkpoints", "tb", "metrics.csv", "config.yaml", "log.txt", "results.json"):
             p = out / name
             if p.exists():
                 log.warning("--overwrite: removing %s", p)
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif name == "log.txt":  # the CLI's log handler already appends to it: empty it in place
+                    p.write_text("")
+                else:
+                    p.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -103,17 +112,26 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, overwri
     device = resolve_device(cfg.train.device)
     dist = dist or init_distributed(device)
     cfg_dict = to_dict(cfg)
+    if dist.main:  # refuse early (before a teacher is loaded), but write nothing yet
+        prepare_run_dir(out, cfg_dict, resume, overwrite, check_only=True)
+    torch.manual_seed(cfg.train.seed)  # model initialisation: identical on every process
+    distiller = build_distiller(cfg, pretrained_teacher)
+    if cfg.student.attention == "flex":
+        if device.type != "cuda":
+            raise ValueError("student.attention=flex needs a CUDA device (FlexAttention has no CPU backward); "
+                             "use student.attention=timm on CPU.")
+        use_flex_attention(distiller.student)
+    d = cfg.data
+    dataset = SeededSamples(base_dataset(d.path, d),
+                            pretrain_transform(d.img_size, d.min_scale, d.color_jitter, d.hflip),
+                            mask_generator(cfg, distiller.student.grid), cfg.train.seed)
+    # Only now that teacher, student and data are known to work is the run directory written: a
+    # bad input (missing data folder, unknown teacher) leaves no half run that blocks the next try.
     if dist.main:
         prepare_run_dir(out, cfg_dict, resume, overwrite)
         if not resume:
             (out / "config.yaml").write_text(to_yaml(cfg))
     barrier(dist)
-    torch.manual_seed(cfg.train.seed)  # model initialisation: identical on every process
-    distiller = build_distiller(cfg, pretrained_teacher)
-    d = cfg.data
-    dataset = SeededSamples(base_dataset(d.path, d),
-                            pretrain_transform(d.img_size, d.min_scale, d.color_jitter, d.hflip),
-                            mask_generator(cfg, distiller.student.grid), cfg.train.seed)
     student = distiller.student
     backbone_info = {"arch": student.arch, "kwargs": student.create_kwargs, "mean": list(cfg.student.mean),
                      "std": list(cfg.student.std), "img_size": d.img_size}

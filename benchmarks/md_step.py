@@ -1,0 +1,124 @@
+"""One masked-distillation training step against a plain supervised timm training step of the same
+student (same batch, same precision, same attention path), measured in one run.
+
+The MD step adds the frozen teacher's forward (about a third of a training step for equal widths),
+the whitening, the decoder and the masked loss; the target ratio is <= 1.45.
+
+    # the paper's setting on a GPU: ViT-B/16 teacher, BEiT ViT-B/16 student (shared relative
+    # position bias, layer scale 0.1), batch 256, bf16, blockwise masks
+    python benchmarks/md_step.py --device cuda --batch 256 --compile --attention timm,flex
+    # CPU smoke run (tiny models)
+    python benchmarks/md_step.py --tiny
+
+Teachers are built without weights (speed does not depend on them; nothing is downloaded).
+Prints a table and, with --json, writes the measurements.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from typing import Callable, Dict, List
+
+import numpy as np
+import timm
+import torch
+
+from maskdistill.config import load_config
+from maskdistill.models.flex import use_flex_attention
+from maskdistill.models.student import student_kwargs
+from maskdistill.train.classify import Classifier
+from maskdistill.train.loop import autocast_for
+from maskdistill.train.optim import build_optimizer
+from maskdistill.train.pretrain import build_distiller, mask_generator
+
+TINY = ["data.img_size=64", "student.kwargs.patch_size=8", "student.kwargs.embed_dim=192",
+        "student.kwargs.depth=4", "student.kwargs.num_heads=3", "teacher.spec=timm:vit_tiny_patch16_224",
+        "mask.num_masked=26", "mask.min_block=4"]
+
+
+def timed(step: Callable[[], None], steps: int, warmup: int, device: torch.device) -> float:
+    """Seconds per step (median of ``steps`` after ``warmup``)."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def make_step(model: torch.nn.Module, inputs: List[torch.Tensor], device: torch.device, compile_: bool) -> Callable[[], None]:
+    opt = build_optimizer(model, load_config("vit_b16_clip").optim)
+    fwd = torch.compile(model) if compile_ else model
+
+    def step() -> None:
+        with autocast_for(device, "auto"):
+            loss = fwd(*inputs)["loss"]
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 3.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--attention", default="timm", help="comma list of timm,flex")
+    ap.add_argument("--preset", default="vit_b16_clip")
+    ap.add_argument("--set", nargs="*", default=[], help="extra config overrides")
+    ap.add_argument("--tiny", action="store_true", help="tiny models for a CPU smoke run")
+    ap.add_argument("--json", default="")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    overrides = (TINY if args.tiny else []) + list(args.set)
+    cfg = load_config(args.preset, overrides)
+    B, S = args.batch, cfg.data.img_size
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (B, 3, S, S), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, 1000, (B,), device=device)
+    rows: List[Dict[str, object]] = []
+    for attn in args.attention.split(","):
+        if attn == "flex" and device.type != "cuda":
+            print("skipping attention=flex: FlexAttention has no backward on CPU")
+            continue
+        distiller = build_distiller(cfg, pretrained_teacher=False).to(device)
+        gen = mask_generator(cfg, distiller.student.grid)
+        masks = torch.stack([torch.from_numpy(gen(np.random.default_rng(i))) for i in range(B)]).to(device)
+        kw = dict(student_kwargs(cfg.student, S), num_classes=1000)
+        sup = Classifier(timm.create_model(cfg.student.arch, **kw), cfg.student.mean, cfg.student.std).to(device)
+        if attn == "flex":
+            use_flex_attention(distiller.student)
+            use_flex_attention(sup)
+        t_sup = timed(make_step(sup, [images, labels], device, args.compile), args.steps, args.warmup, device)
+        t_md = timed(make_step(distiller, [images, masks], device, args.compile), args.steps, args.warmup, device)
+        rows.append({"attention": attn, "compile": args.compile, "batch": B,
+                     "sup_img_s": B / t_sup, "md_img_s": B / t_md, "ratio_md_over_sup": t_md / t_sup})
+        del distiller, sup
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    print(f"device: {where}; torch {torch.__version__}; timm {timm.__version__}; preset {args.preset} {overrides}")
+    print("| attention | compile | batch | supervised img/s | MD img/s | MD/supervised time |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['attention']} | {r['compile']} | {r['batch']} | {r['sup_img_s']:.0f} | {r['md_img_s']:.0f} | "
+              f"{r['ratio_md_over_sup']:.3f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": where, "torch": torch.__version__, "rows": rows, "overrides": overrides}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
