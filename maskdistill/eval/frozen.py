@@ -16,17 +16,18 @@ from ..distill.distiller import to_unit
 
 @torch.no_grad()
 def extract_features(model: nn.Module, dataset: Dataset, mean: Sequence[float], std: Sequence[float],
-                     batch_size: int = 256, pool: str = "avg", device: str = "cpu") -> Tuple[torch.Tensor, torch.Tensor]:
+                     batch_size: int = 256, device: str = "cpu") -> Tuple[torch.Tensor, torch.Tensor]:
     """``dataset[i] -> (uint8 image, label)``; returns features (n, C) float32 and labels (n,).
-    ``pool``: "avg" = mean of the patch tokens after the final norm, "cls" = the CLS token."""
+    The feature is the model's own pooled pre-logits representation (timm's ``forward_head(...,
+    pre_logits=True)``: CLS token or token average, with BEiT's fc_norm), as a linear probe or
+    fine-tuning would see it."""
     model = model.eval().to(device)
     m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
     s = torch.tensor(std, device=device).view(1, -1, 1, 1)
     feats, labels = [], []
     for images, y in DataLoader(dataset, batch_size=batch_size):
         tokens = model.forward_features((to_unit(images.to(device)) - m) / s)  # (B, p + N, C)
-        p = int(getattr(model, "num_prefix_tokens", 1))
-        feats.append((tokens[:, p:].mean(1) if pool == "avg" else tokens[:, 0]).float().cpu())
+        feats.append(model.forward_head(tokens, pre_logits=True).float().cpu())  # (B, C)
         labels.append(torch.as_tensor(y))
     return torch.cat(feats), torch.cat(labels)
 
