@@ -75,7 +75,7 @@ def plan_steps(n: int, train: TrainConfig, optim: OptimConfig) -> Tuple[int, int
 def run(job: Job, device: torch.device, dist: Dist, resume: bool = False) -> Dict[str, float]:
     """Train ``job.task`` on ``device``; returns a summary (last loss, steps, images/s)."""
     tr, op = job.train, job.optim
-    task = job.task.to(device)
+    task = job.task.to(device).train()  # a task handed over in eval mode would train without drop path
     spe, total, warmup, stop = plan_steps(len(job.dataset), tr, op)
     optimizer = build_optimizer(task, op)
     start = 0

@@ -26,8 +26,11 @@ class MetricsWriter:
         if not enabled:
             return
         if resume_step is not None and self.path.exists():
-            rows = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
-            self.fields = list(rows[0].keys()) if rows else None
+            with open(self.path, newline="") as f:  # keep the rows as text: "1" stays "1", not "1.0"
+                reader = csv.DictReader(f)
+                fields = reader.fieldnames
+                rows = [r for r in reader if float(r.get("step") or 0) <= resume_step]
+            self.fields = list(fields) if rows and fields else None
             self._rewrite(rows)
         elif self.path.exists():
             self.path.unlink()
@@ -38,7 +41,7 @@ class MetricsWriter:
             except ImportError:  # tensorboard is a dependency, but keep the run going without it
                 log.warning("tensorboard is not installed; metrics go to metrics.csv only")
 
-    def _rewrite(self, rows: List[Dict[str, float]]) -> None:
+    def _rewrite(self, rows: List[Dict[str, str]]) -> None:
         with open(self.path, "w", newline="") as f:
             if rows:
                 w = csv.DictWriter(f, fieldnames=self.fields)

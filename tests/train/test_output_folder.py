@@ -76,6 +76,12 @@ def test_resume_with_a_different_config_lists_the_differences(tmp_path, cli, mak
     summary = pretrain(make_cfg("train.max_steps=4", "train.log_every=5", "train.ckpt_every=7"), run,
                        resume=True)
     assert summary["step"] == 4 and summary["steps_run"] == 2
+    # Resuming a finished run runs nothing and keeps its metrics and checkpoints as they are.
+    kept = lambda: {k: v for k, v in _snapshot(run).items() if k != "log.txt" and not k.startswith("tb/")}  # noqa: E731
+    done = kept()
+    again = pretrain(make_cfg("train.max_steps=4"), run, resume=True)
+    assert again["steps_run"] == 0
+    assert kept() == done
     with pytest.raises(ValueError, match=r"optim\.lr: 0\.001 -> 0\.002"):
         pretrain(make_cfg("optim.lr=0.002"), run, resume=True)
 
