@@ -13,14 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
-from ..config import DataConfig, OptimConfig, TrainConfig, to_dict, to_yaml
+from ..config import DataConfig, OptimConfig, TrainConfig, to_dict
 from ..data.pipeline import SeededSamples
 from ..data.transforms import pretrain_transform
 from ..distill.distiller import to_unit
 from ..models.loading import check_timm_name
-from .distributed import Dist, barrier, init_distributed, resolve_device
+from .distributed import Dist, init_distributed, resolve_device
 from .loop import Job, run
-from .pretrain import base_dataset, prepare_run_dir
+from .pretrain import base_dataset, prepare_run_dir, write_run_dir
 
 
 @dataclass
@@ -74,11 +74,8 @@ def train_classifier(cfg: ClassifyConfig, out: str | Path, resume: bool = False,
     device = resolve_device(cfg.train.device)
     dist = dist or init_distributed(device)
     cfg_dict = to_dict(cfg)
-    if dist.main:
-        prepare_run_dir(out, cfg_dict, resume, overwrite)
-        if not resume:
-            (out / "config.yaml").write_text(to_yaml(cfg))
-    barrier(dist)
+    if dist.main:  # refuse early, write nothing yet
+        prepare_run_dir(out, cfg_dict, resume, overwrite, check_only=True)
     d = cfg.data
     base = base_dataset(d.path, d)
     classes = getattr(base, "classes", [])
@@ -89,6 +86,7 @@ def train_classifier(cfg: ClassifyConfig, out: str | Path, resume: bool = False,
     task = build_classifier(cfg, num_classes)
     dataset = SeededSamples(base, pretrain_transform(d.img_size, d.min_scale, d.color_jitter, d.hflip),
                             None, cfg.train.seed)
+    write_run_dir(out, cfg, resume, overwrite, dist)
     kwargs = dict(cfg.model.kwargs, num_classes=num_classes, img_size=d.img_size)
     info = {"arch": cfg.model.arch, "kwargs": kwargs, "mean": list(cfg.model.mean), "std": list(cfg.model.std),
             "img_size": d.img_size, "classes": list(classes)}

@@ -100,6 +100,17 @@ def prepare_run_dir(out: Path, cfg_dict: Dict[str, Any], resume: bool, overwrite
     out.mkdir(parents=True, exist_ok=True)
 
 
+def write_run_dir(out: Path, cfg: Any, resume: bool, overwrite: bool, dist: Dist) -> None:
+    """Create (or clear, with overwrite) the run directory and write the resolved config, on the main
+    process only. Call it once everything the run needs has been built, so that a bad input leaves
+    no half run behind that would block the corrected command."""
+    if dist.main:
+        prepare_run_dir(out, to_dict(cfg), resume, overwrite)
+        if not resume:
+            (out / "config.yaml").write_text(to_yaml(cfg))
+    barrier(dist)
+
+
 def _load_yaml(path: Path) -> Dict[str, Any]:
     from omegaconf import OmegaConf
     return OmegaConf.to_container(OmegaConf.load(path))  # type: ignore[return-value]
@@ -125,13 +136,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, overwri
     dataset = SeededSamples(base_dataset(d.path, d),
                             pretrain_transform(d.img_size, d.min_scale, d.color_jitter, d.hflip),
                             mask_generator(cfg, distiller.student.grid), cfg.train.seed)
-    # Only now that teacher, student and data are known to work is the run directory written: a
-    # bad input (missing data folder, unknown teacher) leaves no half run that blocks the next try.
-    if dist.main:
-        prepare_run_dir(out, cfg_dict, resume, overwrite)
-        if not resume:
-            (out / "config.yaml").write_text(to_yaml(cfg))
-    barrier(dist)
+    write_run_dir(out, cfg, resume, overwrite, dist)  # only now that teacher, student and data work
     student = distiller.student
     backbone_info = {"arch": student.arch, "kwargs": student.create_kwargs, "mean": list(cfg.student.mean),
                      "std": list(cfg.student.std), "img_size": d.img_size}
