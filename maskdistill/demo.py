@@ -79,12 +79,14 @@ def run_demo(out: str | Path = "runs/demo", overwrite: bool = False, overrides: 
     models = {"MD student": (student, info), "random init (same arch)": (random_init, info),
               "teacher (supervised)": (teacher, tinfo)}
     results: Dict[str, Dict[str, float]] = {name: {} for name in models}
-    for label in ("texture", "shape"):
-        train_set = ShapesTextures(eval_images, d.builtin_image_size, d.builtin_seed, "train", label=label, transform=tf)
-        test_set = ShapesTextures(eval_images // 2, d.builtin_image_size, d.builtin_seed, "val", label=label, transform=tf)
-        for name, (model, meta) in models.items():
-            fa, ya = extract_features(model, train_set, meta["mean"], meta["std"])
-            fb, yb = extract_features(model, test_set, meta["mean"], meta["std"])
+    train_set = ShapesTextures(eval_images, d.builtin_image_size, d.builtin_seed, "train", transform=tf)
+    test_set = ShapesTextures(eval_images // 2, d.builtin_image_size, d.builtin_seed, "val", transform=tf)
+    for name, (model, meta) in models.items():
+        fa, _ = extract_features(model, train_set, meta["mean"], meta["std"])  # one pass, both labels
+        fb, _ = extract_features(model, test_set, meta["mean"], meta["std"])
+        for label in ("texture", "shape"):
+            ya = torch.from_numpy(getattr(train_set, f"{label}_labels"))
+            yb = torch.from_numpy(getattr(test_set, f"{label}_labels"))
             results[name][f"{label}_knn_top1"] = knn_accuracy(fa, ya, fb, yb)
             results[name][f"{label}_linear_top1"] = linear_probe_accuracy(fa, ya, fb, yb)
     table = format_table(results, eval_images, eval_images // 2)
