@@ -174,6 +174,9 @@ def validate(cfg: Any) -> Any:
         raise ConfigError(f"need 0 <= optim.min_lr <= optim.lr and lr > 0 (got lr={o.lr}, min_lr={o.min_lr}).")
     if not 0 <= cfg.data.max_corrupt_share <= 1:
         raise ConfigError("data.max_corrupt_share must be a share in [0, 1].")
+    if hasattr(cfg, "mask") and cfg.mask.kind == "none" and cfg.mask.loss_on == "masked":
+        raise ConfigError("mask.kind=none masks nothing, so a loss on masked tokens is empty; set "
+                          "mask.loss_on=all (plain feature distillation) or choose a mask kind.")
     if hasattr(cfg, "student"):
         patch = cfg.student.kwargs.get("patch_size")
         if patch and cfg.data.img_size % int(patch):

@@ -16,7 +16,9 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".p
 
 
 def _images_under(d: Path) -> List[Path]:
-    return sorted(p for p in d.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
+    # Hidden files and folders (.ipynb_checkpoints, macOS "._x.jpg" resource forks) are not images.
+    return sorted(p for p in d.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(d).parts))
 
 
 class ImageFolder(Dataset):

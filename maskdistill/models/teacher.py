@@ -128,6 +128,10 @@ def build_teacher(cfg: TeacherConfig, img_size: int, student_patch: int, in_chan
         extra = {} if cfg.projection else {"num_classes": 0}
         model = create_timm(name, weights=weights or None, pretrained=pretrained and not weights,
                             img_size=img_size, **extra)
+        patch = int(model.patch_embed.patch_size[0])
+        if img_size % patch:
+            raise ValueError(f"image size {img_size} is not divisible by the teacher's patch size {patch} "
+                             f"({name}); pick data.img_size as a multiple of both patch sizes.")
         dc = model.pretrained_cfg or {}
         return Teacher(model, dc.get("mean", student_mean), dc.get("std", student_std), **kw)
     if spec.startswith("open_clip:"):

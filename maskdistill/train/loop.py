@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..config import OptimConfig, TrainConfig
-from ..data.pipeline import SeededSamples, StepBatchSampler
+from ..data.pipeline import SeededSamples, StepBatchSampler, sample_seed
 from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from .distributed import Dist, sum_across
 from .metrics import MetricsWriter
@@ -110,6 +110,9 @@ def run(job: Job, device: torch.device, dist: Dist, resume: bool = False) -> Dic
         for step in range(start, stop):
             lr = cosine_lr(step, total, warmup, op.lr, op.min_lr)
             set_lr(optimizer, lr)
+            # The model's own randomness (drop path, dropout) is seeded per (process, step): every
+            # process draws different masks, and a resumed run draws what an uninterrupted one would.
+            torch.manual_seed(sample_seed(tr.seed, dist.rank, step, 0xD20B))
             tick = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
             for a in range(tr.accum_steps):

@@ -13,7 +13,8 @@ from ..config import OptimConfig
 
 # No weight decay on these (BEiT/MAE practice): position embeddings, CLS/mask tokens,
 # relative-position tables; plus every bias and norm weight (all 1-D parameters).
-NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token", "reg_token", "relative_position_bias_table")
+NO_DECAY_NAMES = ("pos_embed", "cls_token", "dist_token", "mask_token", "reg_token",
+                  "relative_position_bias_table")
 
 
 def decays(name: str, p: torch.Tensor) -> bool:
