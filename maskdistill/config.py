@@ -213,11 +213,13 @@ def load_config(preset: Optional[Union[str, Path]] = None, overrides: Sequence[s
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None)
         hint = ""
-        if key:
-            flat = _flat_keys(OmegaConf.to_container(base))
+        flat = _flat_keys(OmegaConf.to_container(base))
+        if key and str(key) not in flat and "Did you mean" not in str(getattr(e, "msg", e)):
             close = difflib.get_close_matches(str(key), flat, n=3)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ConfigError(f"invalid config value for {key or '?'}: {e.msg if hasattr(e, 'msg') else e}.{hint}") from None
+        first = str(getattr(e, "msg", e)).splitlines()[0]
+        end = "" if first.endswith(("?", ".")) else "."
+        raise ConfigError(f"invalid config value for {key or '?'}: {first}{end}{hint}") from None
     obj = OmegaConf.to_object(merged)
     return validate(obj)
 
