@@ -16,6 +16,7 @@ Prints a table and, with --json, writes the measurements.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import time
@@ -54,14 +55,27 @@ def timed(step: Callable[[], None], steps: int, warmup: int, device: torch.devic
     return float(np.median(times))
 
 
-def make_step(model: torch.nn.Module, inputs: List[torch.Tensor], device: torch.device, compile_: bool) -> Callable[[], None]:
+def sdpa_context(name: str):
+    """Pin scaled_dot_product_attention to one backend ("default" leaves PyTorch's choice)."""
+    if name == "default":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    # Flash stays enabled so that attention without a bias (the teacher) keeps its fastest kernel;
+    # the pinned backend serves what flash cannot (the student's relative position bias).
+    pinned = {"cudnn": SDPBackend.CUDNN_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+              "math": SDPBackend.MATH}[name]
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, pinned])
+
+
+def make_step(model: torch.nn.Module, inputs: List[torch.Tensor], device: torch.device, compile_: bool,
+              sdpa: str = "default") -> Callable[[], None]:
     opt = build_optimizer(model, load_config("vit_b16_clip").optim)
     fwd = torch.compile(model) if compile_ else model
 
     def step() -> None:
-        with autocast_for(device, "auto"):
+        with autocast_for(device, "auto"), sdpa_context(sdpa):
             loss = fwd(*inputs)["loss"]
-        loss.backward()
+            loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 3.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -76,6 +90,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--attention", default="timm", help="comma list of timm,flex")
+    ap.add_argument("--sdpa", default="default", help="comma list of SDPA backends: default,cudnn,efficient")
     ap.add_argument("--preset", default="vit_b16_clip")
     ap.add_argument("--set", nargs="*", default=[], help="extra config overrides")
     ap.add_argument("--tiny", action="store_true", help="tiny models for a CPU smoke run")
@@ -89,7 +104,8 @@ def main() -> None:
     images = torch.randint(0, 256, (B, 3, S, S), dtype=torch.uint8, device=device)
     labels = torch.randint(0, 1000, (B,), device=device)
     rows: List[Dict[str, object]] = []
-    for attn in args.attention.split(","):
+    combos = [(a, b) for a in args.attention.split(",") for b in args.sdpa.split(",")]
+    for attn, sdpa in combos:
         if attn == "flex" and device.type != "cuda":
             print("skipping attention=flex: FlexAttention has no backward on CPU")
             continue
@@ -101,19 +117,23 @@ def main() -> None:
         if attn == "flex":
             use_flex_attention(distiller.student)
             use_flex_attention(sup)
-        t_sup = timed(make_step(sup, [images, labels], device, args.compile), args.steps, args.warmup, device)
-        t_md = timed(make_step(distiller, [images, masks], device, args.compile), args.steps, args.warmup, device)
-        rows.append({"attention": attn, "compile": args.compile, "batch": B,
+        try:
+            t_sup = timed(make_step(sup, [images, labels], device, args.compile, sdpa), args.steps, args.warmup, device)
+            t_md = timed(make_step(distiller, [images, masks], device, args.compile, sdpa), args.steps, args.warmup, device)
+        except RuntimeError as e:  # a pinned backend that cannot run this attention
+            print(f"attention={attn} sdpa={sdpa}: {str(e).splitlines()[0][:200]}")
+            continue
+        rows.append({"attention": attn, "sdpa": sdpa, "compile": args.compile, "batch": B,
                      "sup_img_s": B / t_sup, "md_img_s": B / t_md, "ratio_md_over_sup": t_md / t_sup})
         del distiller, sup
         if device.type == "cuda":
             torch.cuda.empty_cache()
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"device: {where}; torch {torch.__version__}; timm {timm.__version__}; preset {args.preset} {overrides}")
-    print("| attention | compile | batch | supervised img/s | MD img/s | MD/supervised time |")
-    print("|---|---|---|---|---|---|")
+    print("| attention | sdpa | compile | batch | supervised img/s | MD img/s | MD/supervised time |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['attention']} | {r['compile']} | {r['batch']} | {r['sup_img_s']:.0f} | {r['md_img_s']:.0f} | "
+        print(f"| {r['attention']} | {r['sdpa']} | {r['compile']} | {r['batch']} | {r['sup_img_s']:.0f} | {r['md_img_s']:.0f} | "
               f"{r['ratio_md_over_sup']:.3f} |")
     if args.json:
         with open(args.json, "w") as f:
