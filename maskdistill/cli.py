@@ -51,7 +51,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="build student, decoder and optimizer (teacher architecture only, no weights), print the plan")
     c = sub.add_parser("classify", help="supervised classification with the same loop")
     _run_args(c)
+    for module in _command_modules():
+        module.register(sub)  # adds its sub-parsers with set_defaults(func=...)
     return parser
+
+
+# Commands that live next to the library they drive: each module has ``register(subparsers)``, whose
+# parsers set ``func(args) -> int``. Keeps this file thin as the toolkit grows.
+COMMAND_MODULES = ("finetune", "analyze", "decisions", "tokenizer")
+
+
+def _command_modules() -> list:
+    import importlib
+    found = []
+    for name in COMMAND_MODULES:
+        try:
+            found.append(importlib.import_module(f"{__package__}.commands.{name}"))
+        except ModuleNotFoundError as e:  # a command not present in this version
+            if e.name not in (f"{__package__}.commands", f"{__package__}.commands.{name}"):
+                raise
+    return found
 
 
 def dry_run(cfg) -> str:
@@ -79,6 +98,8 @@ def dry_run(cfg) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "func", None) is not None:
+            return int(args.func(args) or 0)
         if args.command == "demo":
             _setup_logging()
             from .demo import run_demo
@@ -100,7 +121,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             summary = train_classifier(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
         logging.getLogger("maskdistill").info("done: %s", summary)
         return 0
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, RuntimeError, KeyError) as e:
         print(f"maskdistill: error: {e}", file=sys.stderr)
         return 2
 

@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from ..config import OptimConfig, TrainConfig
 from ..data.pipeline import SeededSamples, StepBatchSampler, sample_seed
+from .callbacks import Callback, LoopState, due
 from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from .distributed import Dist, sum_across
 from .metrics import MetricsWriter
@@ -49,6 +50,14 @@ class Job:
     backbone: Optional[Callable[[], Tuple[nn.Module, Dict[str, Any]]]] = None
     num_workers: int = 0
     max_corrupt_share: float = 0.01
+    callbacks: Sequence[Callback] = ()
+    # A batch that is the same at every call (for callbacks: sharpness on a fixed batch, Fig. 7c/f).
+    fixed_batch: Optional[Callable[[], Dict[str, torch.Tensor]]] = None
+    # Evaluation every ``eval_every`` steps and at the end: ``evaluate(task) -> {"top1": ...}``, run
+    # in eval mode without gradients; ``on_eval(step, metrics)`` runs before that step's checkpoint.
+    evaluate: Optional[Callable[[nn.Module], Dict[str, float]]] = None
+    eval_every: int = 0
+    on_eval: Optional[Callable[[int, Dict[str, float]], None]] = None
 
 
 def _stop_non_finite(run_dir: Path, what: str) -> None:
@@ -61,6 +70,16 @@ def _stop_non_finite(run_dir: Path, what: str) -> None:
 def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _eval_mode(task: nn.Module):
+    """Eval mode for a callback or an evaluation, train mode again afterwards (even on errors)."""
+    task.eval()
+    try:
+        yield
+    finally:
+        task.train()
 
 
 def plan_steps(n: int, train: TrainConfig, optim: OptimConfig) -> Tuple[int, int, int, int]:
@@ -100,6 +119,13 @@ def run(job: Job, device: torch.device, dist: Dist, resume: bool = False) -> Dic
     params = [p for p in task.parameters() if p.requires_grad]
     bar = tqdm(total=stop, initial=start, disable=not dist.main or not sys.stderr.isatty(),
                unit="step", dynamic_ncols=True)
+    state = LoopState(task, start, start / max(spe, 1), Path(job.run_dir), device, _fixed_batch=job.fixed_batch,
+                      _resume_step=start if resume else None)
+    callbacks = list(job.callbacks) if dist.main else []
+    eval_writer = MetricsWriter(job.run_dir, enabled=dist.main and job.evaluate is not None,
+                                resume_step=start if resume else None, name="metrics_eval", tb_prefix="eval")
+    for cb in callbacks:
+        cb.on_train_start(state)
     it = iter(loader)
     seen = bad = 0
     bad_total = 0.0
@@ -147,6 +173,23 @@ def run(job: Job, device: torch.device, dist: Dist, resume: bool = False) -> Dic
             metrics.write(last)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{last['img_per_s']:.0f}")
+            state.step, state.epoch, state.metrics = step + 1, (step + 1) / spe, last
+            for cb in callbacks:
+                if due(cb, step + 1, stop):
+                    with _eval_mode(task):
+                        cb.on_step_end(state)
+            if job.evaluate is not None and ((job.eval_every and (step + 1) % job.eval_every == 0) or step + 1 == stop):
+                with _eval_mode(task), torch.no_grad(), autocast_for(device, tr.precision):
+                    ev = job.evaluate(task)
+                ev = {k: float(v) for k, v in ev.items()}
+                eval_writer.write({"step": step + 1, "epoch": (step + 1) / spe, **ev})
+                if dist.main:
+                    log.info("eval at step %d: %s", step + 1, "  ".join(f"{k} {v:.4f}" for k, v in ev.items()))
+                for cb in callbacks:
+                    cb.on_eval_end(state, ev)
+                if job.on_eval is not None and dist.main:
+                    job.on_eval(step + 1, ev)
+                last = dict(last, **{f"eval_{k}": v for k, v in ev.items()})
             if dist.main and (step + 1) % tr.log_every == 0 and bar.disable:
                 eta = (time.perf_counter() - t0) / (step + 1 - start) * (stop - step - 1)
                 log.info("step %d/%d  loss %.4f  lr %.2e  %.0f img/s  eta %.0fs", step + 1, stop,
@@ -156,9 +199,13 @@ def run(job: Job, device: torch.device, dist: Dist, resume: bool = False) -> Dic
                     ck_dir = save_checkpoint(job.run_dir, step + 1, task, optimizer,
                                              dict(job.meta, epoch=(step + 1) / spe, total_steps=total),
                                              job.backbone() if job.backbone else None, tr.keep_last)
+        for cb in callbacks:
+            cb.on_train_end(state)
     finally:
         bar.close()
         metrics.close()
+        eval_writer.close()
+        state.close()
     elapsed = time.perf_counter() - t0
     return dict(last, steps_run=stop - start, seconds=elapsed, skipped_images=int(bad_total),
                 checkpoint=str(ck_dir) if ck_dir else "",

@@ -18,9 +18,10 @@ def read_metrics(path: str | Path) -> List[Dict[str, float]]:
 
 class MetricsWriter:
     def __init__(self, run_dir: Path, enabled: bool = True, resume_step: Optional[int] = None,
-                 tensorboard: bool = True) -> None:
+                 tensorboard: bool = True, name: str = "metrics", tb_prefix: str = "train") -> None:
         self.enabled = enabled
-        self.path = Path(run_dir) / "metrics.csv"
+        self.path = Path(run_dir) / f"{name}.csv"
+        self.tb_prefix = tb_prefix
         self.fields: Optional[List[str]] = None
         self.tb = None
         if not enabled:
@@ -37,7 +38,8 @@ class MetricsWriter:
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=resume_step)
+                self.tb = SummaryWriter(str(Path(run_dir) / "tb" / ("" if name == "metrics" else name)),
+                                        purge_step=resume_step)
             except ImportError:  # tensorboard is a dependency, but keep the run going without it
                 log.warning("tensorboard is not installed; metrics go to metrics.csv only")
 
@@ -63,7 +65,7 @@ class MetricsWriter:
             step = int(row["step"])
             for k, v in row.items():
                 if k not in ("step", "epoch"):
-                    self.tb.add_scalar(f"train/{k}", v, step)
+                    self.tb.add_scalar(f"{self.tb_prefix}/{k}", v, step)
 
     def close(self) -> None:
         if self.tb is not None:
