@@ -26,24 +26,16 @@ from .config import load_config
 from .data.synthetic import ShapesTextures
 from .data.transforms import eval_transform
 from .eval.frozen import extract_features, knn_accuracy, linear_probe_accuracy
-from .train.checkpoint import find_checkpoint, load_backbone, read_meta
+from .train.checkpoint import load_backbone, run_finished
 from .train.classify import ClassifyConfig, train_classifier
 from .train.pretrain import pretrain
 
 log = logging.getLogger(__name__)
 
 
-def _finished(run_dir: Path) -> bool:
-    try:
-        meta = read_meta(find_checkpoint(run_dir))
-    except FileNotFoundError:
-        return False
-    return int(meta["step"]) >= int(meta.get("total_steps", 0))
-
-
 def _stage(name: str, run_dir: Path, train_fn, overwrite: bool) -> None:
     if run_dir.exists() and not overwrite:
-        if _finished(run_dir):
+        if run_finished(run_dir):
             log.info("demo: %s already trained in %s (pass --overwrite to redo)", name, run_dir)
             # Still refuse silently reusing a run trained with another config.
             train_fn(resume=True, overwrite=False)

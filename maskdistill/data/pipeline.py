@@ -5,7 +5,9 @@ at step k sees exactly the batches an uninterrupted run would (exact resume).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import random
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -13,6 +15,23 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def seeded_rngs(seed: int) -> Iterator[None]:
+    """Seed torch, numpy and Python's ``random`` for one sample's augmentation, then restore them:
+    torchvision draws from torch's global RNG, timm's RandAugment and random erasing from
+    ``random`` and numpy's global RNG."""
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
 
 
 def sample_seed(*keys: int) -> int:
@@ -53,8 +72,7 @@ class SeededSamples(Dataset):
         else:
             raise RuntimeError(f"{self.max_tries} consecutive unreadable images from index {index}; "
                                f"check the data folder for corrupt files.")
-        with torch.random.fork_rng(devices=[]):  # torchvision transforms draw from torch's global RNG
-            torch.manual_seed(s)
+        with seeded_rngs(s):
             image = self.transform(img)
         out: Dict[str, object] = {"image": image, "label": int(label), "bad": bad}
         if self.mask_gen is not None:

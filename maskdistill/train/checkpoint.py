@@ -110,6 +110,15 @@ def find_checkpoint(path: str | Path) -> Path:
     raise FileNotFoundError(f"{p} holds no maskdistill checkpoint (no meta.json, no checkpoints/{LATEST}).")
 
 
+def run_finished(run_dir: str | Path) -> bool:
+    """True when the run's latest checkpoint is at the end of its schedule."""
+    try:
+        meta = read_meta(find_checkpoint(run_dir))
+    except FileNotFoundError:
+        return False
+    return int(meta["step"]) >= int(meta.get("total_steps", 0))
+
+
 def read_meta(ck: Path) -> Dict[str, Any]:
     return json.loads((Path(ck) / "meta.json").read_text())
 

@@ -58,6 +58,10 @@ class Job:
     evaluate: Optional[Callable[[nn.Module], Dict[str, float]]] = None
     eval_every: int = 0
     on_eval: Optional[Callable[[int, Dict[str, float]], None]] = None
+    # Optimizer parameter groups (e.g. layer-wise lr decay: each group's ``lr_scale`` multiplies the
+    # scheduled lr); None = AdamW with the usual no-decay set over every trainable parameter.
+    param_groups: Optional[Callable[[], list]] = None
+    after_step: Optional[Callable[[int], None]] = None  # after each optimizer step (EMA update)
 
 
 def _stop_non_finite(run_dir: Path, what: str) -> None:
@@ -96,7 +100,7 @@ def run(job: Job, device: torch.device, dist: Dist, resume: bool = False) -> Dic
     tr, op = job.train, job.optim
     task = job.task.to(device).train()  # a task handed over in eval mode would train without drop path
     spe, total, warmup, stop = plan_steps(len(job.dataset), tr, op)
-    optimizer = build_optimizer(task, op)
+    optimizer = build_optimizer(task, op, job.param_groups() if job.param_groups else None)
     start = 0
     if resume:
         ck = find_checkpoint(job.run_dir)
@@ -167,6 +171,8 @@ def run(job: Job, device: torch.device, dist: Dist, resume: bool = False) -> Dic
                                               f"(loss {loss_value})")
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            if job.after_step is not None:
+                job.after_step(step + 1)
             dt = time.perf_counter() - tick
             last = {"step": step + 1, "epoch": (step + 1) / spe, "loss": loss_value, "lr": lr,
                     "grad_norm": float(grad_norm), "img_per_s": tr.batch_size / dt}

@@ -4,7 +4,7 @@ learning rate)."""
 from __future__ import annotations
 
 import math
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
@@ -30,8 +30,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    groups = param_groups(model, cfg.weight_decay)
+def build_optimizer(model: nn.Module, cfg: OptimConfig, groups: Optional[List[Dict]] = None) -> torch.optim.AdamW:
+    groups = [g for g in (groups if groups is not None else param_groups(model, cfg.weight_decay)) if g["params"]]
+    if not groups:
+        raise ValueError("no trainable parameters: everything is frozen (check freezing options).")
     fused = all(p.is_cuda for g in groups for p in g["params"]) and len(groups[0]["params"]) > 0
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused or None)
 

@@ -50,8 +50,13 @@ def build_distiller(cfg: PretrainConfig, pretrained_teacher: bool = True) -> Mas
     img = cfg.data.img_size
     student = build_student(cfg.student, img)
     in_chans = int(student.model.patch_embed.proj.in_channels)
-    teacher = build_teacher(cfg.teacher, img, student.patch_size, in_chans, cfg.student.mean,
-                            cfg.student.std, pretrained=pretrained_teacher)
+    if cfg.decoder.kind == "tokenizer":  # BEiT v2: the targets are a VQ-KD tokenizer's codes
+        from ..distill.tokenizer import load_code_teacher
+        teacher = load_code_teacher(cfg.decoder.tokenizer, cfg.teacher.spec, cfg.decoder.codebook_size, img,
+                                    student.grid)
+    else:
+        teacher = build_teacher(cfg.teacher, img, student.patch_size, in_chans, cfg.student.mean,
+                                cfg.student.std, pretrained=pretrained_teacher)
     decoder = build_decoder(cfg.decoder, student.embed_dim, teacher.dim, student.model.blocks[0].attn.num_heads)
     gen = mask_generator(cfg, student.grid)
     log.info("teacher %s; student %s (%.1fM parameters, grid %s)", describe(teacher), cfg.student.arch,
