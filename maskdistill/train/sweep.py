@@ -48,7 +48,9 @@ def _default_values(kind: str, models: Dict[str, str], base: FinetuneConfig) -> 
     if kind == "lr":
         raise ValueError("sweep lr needs --values (peak learning rates, e.g. 1e-5,5e-5,2e-4,1e-3).")
     from ..models.classifier import build_classifier_model
-    depth = len(build_classifier_model(next(iter(models.values())), 1, base.data.img_size)[0].blocks)
+    m = base.model
+    depth = len(build_classifier_model(next(iter(models.values())), 1, base.data.img_size, arch=m.arch,
+                                       **m.kwargs)[0].blocks)
     return [str(k) for k in range(depth + 1)] + [LINEAR_PROBE]
 
 

@@ -134,3 +134,10 @@ class CallHook:
 @pytest.fixture
 def hook_forward(monkeypatch):
     return lambda hook: CallHook(monkeypatch, hook)
+
+
+@pytest.fixture(scope="session")
+def vit_file(tmp_path_factory) -> Path:
+    """A tiny random timm ViT as safetensors, for ``timm:vit_small_patch16_224@<file>``."""
+    from finetune_helpers import save_tiny_vit
+    return save_tiny_vit(tmp_path_factory.mktemp("vit") / "vit.safetensors")

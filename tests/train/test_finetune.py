@@ -17,36 +17,7 @@ from maskdistill.models.loading import WeightsError
 from maskdistill.train.finetune import finetune
 from maskdistill.train.finetune_config import FinetuneConfig
 from maskdistill.train.layer_decay import layer_decay_groups
-
-VIT_KW = dict(patch_size=8, embed_dim=32, depth=3, num_heads=2)
-# 96 built-in 32-px images, batch 16 -> 6 steps per epoch; 64 validation images.
-TINY = ["data.img_size=32", "data.builtin_image_size=32", "data.builtin_images=96", "data.builtin_val_images=64",
-        "train.batch_size=16", "train.epochs=1", "train.device=cpu", "train.log_every=1", "optim.warmup_epochs=0.2",
-        "data.builtin_label=texture", "model.global_pool=token"]
-
-
-def ft_cfg(spec: str, *extra: str) -> FinetuneConfig:
-    return load_config("demo", [f"model.spec={spec}", *TINY, *extra], schema=FinetuneConfig, kind="finetune")
-
-
-@pytest.fixture(scope="module")
-def vit_file(tmp_path_factory) -> Path:
-    """A tiny random timm ViT saved as safetensors: ``timm:vit_small_patch16_224@<file>``."""
-    torch.manual_seed(0)
-    m = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0, img_size=32, **VIT_KW)
-    path = tmp_path_factory.mktemp("vit") / "vit.safetensors"
-    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path))
-    return path
-
-
-def vit_spec(path: Path) -> List[str]:
-    return [f"model.spec=timm:vit_small_patch16_224@{path}"] + [f"model.kwargs.{k}={v}" for k, v in VIT_KW.items()]
-
-
-def backbone(run_dir: Path) -> Dict[str, torch.Tensor]:
-    ck = run_dir / "checkpoints"
-    return load_file(str(ck / (ck / "latest").read_text().strip() / "backbone.safetensors"))
-
+from finetune_helpers import TINY, backbone, ft_cfg, vit_spec
 
 def test_layer_decay_groups_vit_b16_are_beits_14_groups():
     model = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=10)
