@@ -48,13 +48,9 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ..cli import _run_args
     f = sub.add_parser("finetune", help="fine-tune a checkpoint or timm ViT for classification (Table 1 recipes)")
-    f.add_argument("config", help="YAML file or preset name (configs/finetune/)")
-    f.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. model.spec=runs/md")
-    f.add_argument("--out", required=True, type=Path, help="run directory")
-    g = f.add_mutually_exclusive_group()
-    g.add_argument("--resume", action="store_true", help="continue the run in --out")
-    g.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    _run_args(f)  # CONFIG (configs/finetune/ preset or YAML), overrides such as model.spec=runs/md, --out, ...
     f.set_defaults(func=_finetune)
 
     s = sub.add_parser("sweep", help="fine-tuning sweeps: accuracy vs learning rate (Fig. 8b) or frozen blocks (Fig. 8c)")
