@@ -21,7 +21,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/maskdistill demo
 
+# The report test opens report.html in headless Chromium; install it from Debian when missing (the
+# test skips, naming this command, where that is not possible).
+CHROMIUM_APT := apt-get install -y --no-install-recommends chromium-headless-shell
+
 test: $(STAMP)
+	@command -v chromium-headless-shell >/dev/null || command -v chromium >/dev/null || \
+		( [ "$$(id -u)" = 0 ] && (apt-get update -qq && $(CHROMIUM_APT) -qq) >/dev/null 2>&1 ) || \
+		echo "note: headless Chromium not installed ($(CHROMIUM_APT)); the report rendering test will skip"
 	$(PY) -m pytest -q
 
 clean-venv:

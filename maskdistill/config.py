@@ -82,15 +82,19 @@ class StudentConfig:
 
 @dataclass
 class DecoderConfig:
-    kind: str = "fc"  # fc | transformer
+    kind: str = "fc"  # fc | transformer | tokenizer (BEiT v2: linear to the K codes of a VQ-KD tokenizer)
     depth: int = 2  # transformer decoder only
     num_heads: int = 0  # 0 = the student's
+    # tokenizer decoder only: the run (or checkpoint) directory of `maskdistill tokenizer train`,
+    # and the codebook size it must have (0 = whatever it has).
+    tokenizer: str = ""
+    codebook_size: int = 0
 
 
 @dataclass
 class ObjectiveConfig:
     whitening: str = "layernorm"  # N: layernorm (no affine) | none
-    loss: str = "smooth_l1"  # R: smooth_l1 | mse | cosine
+    loss: str = "smooth_l1"  # R: smooth_l1 | mse | cosine | ce (cross-entropy on tokenizer codes)
     beta: float = 2.0  # smooth-L1 beta (FD uses 2)
 
 
@@ -140,9 +144,9 @@ _CHOICES = {
     "mask.loss_on": ("masked", "all"),
     "student.rel_pos_bias": ("shared", "per_block", "none"),
     "student.attention": ("timm", "flex"),
-    "decoder.kind": ("fc", "transformer"),
+    "decoder.kind": ("fc", "transformer", "tokenizer"),
     "objective.whitening": ("layernorm", "none"),
-    "objective.loss": ("smooth_l1", "mse", "cosine"),
+    "objective.loss": ("smooth_l1", "mse", "cosine", "ce"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.precision": ("auto", "bf16", "fp32"),
 }
@@ -177,12 +181,32 @@ def validate(cfg: Any) -> Any:
     if hasattr(cfg, "mask") and cfg.mask.kind == "none" and cfg.mask.loss_on == "masked":
         raise ConfigError("mask.kind=none masks nothing, so a loss on masked tokens is empty; set "
                           "mask.loss_on=all (plain feature distillation) or choose a mask kind.")
+    if hasattr(cfg, "decoder") and hasattr(cfg, "objective"):
+        _validate_code_targets(cfg)
     if hasattr(cfg, "student"):
         patch = cfg.student.kwargs.get("patch_size")
         if patch and cfg.data.img_size % int(patch):
             raise ConfigError(f"data.img_size={cfg.data.img_size} is not divisible by the student's patch "
                               f"size {patch}; pick a multiple of {patch}.")
     return cfg
+
+
+def _validate_code_targets(cfg: Any) -> None:
+    """MD with code targets (BEiT v2): the tokenizer decoder and the cross-entropy go together."""
+    tok, ce = cfg.decoder.kind == "tokenizer", cfg.objective.loss == "ce"
+    if tok and not cfg.decoder.tokenizer:
+        raise ConfigError("decoder.kind=tokenizer needs decoder.tokenizer=<run directory of `maskdistill "
+                          "tokenizer train`>.")
+    if tok and not ce:
+        raise ConfigError(f"decoder.kind=tokenizer predicts codes, so objective.loss must be ce "
+                          f"(got {cfg.objective.loss}); set objective.loss=ce.")
+    if ce and not tok:
+        raise ConfigError(f"objective.loss=ce needs code targets; set decoder.kind=tokenizer (got "
+                          f"decoder.kind={cfg.decoder.kind}) or choose smooth_l1, mse or cosine.")
+    if tok and getattr(cfg, "teacher", None) is not None and cfg.teacher.prefix_tokens:
+        raise ConfigError("decoder.kind=tokenizer predicts patch codes only; set teacher.prefix_tokens=false.")
+    if cfg.decoder.codebook_size < 0:
+        raise ConfigError("decoder.codebook_size must be >= 0 (0 = the tokenizer's).")
 
 
 def _preset_path(name_or_path: Union[str, Path], kind: str) -> Path:

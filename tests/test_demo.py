@@ -1,5 +1,5 @@
 """`maskdistill demo` end to end (what `make demo` runs): teacher -> MD student -> frozen-feature
-table, and both fine-tuned on shape. The README's claim is asserted: the MD student beats the same architecture at random
+table. The README's claim is asserted: the MD student beats the same architecture at random
 initialisation by a clear margin on held-out images. A second call reuses the trained stages."""
 import json
 
@@ -17,9 +17,7 @@ def test_demo_student_beats_random_init(tmp_path):
     assert student["texture_linear_top1"] > rand["texture_linear_top1"] + 0.2
     assert student["texture_knn_top1"] > rand["texture_knn_top1"] + 0.1
     assert (tmp_path / "demo" / "results.md").read_text().count("|") > 10
-    # Fine-tuned on shape, both far above chance (10 %).
-    assert student["shape_finetuned_top1"] > 0.3 and results["teacher (supervised)"]["shape_finetuned_top1"] > 0.3
-    for stage in ("teacher", "student", "finetune_student", "finetune_teacher"):
+    for stage in ("teacher", "student"):
         assert (tmp_path / "demo" / stage / "checkpoints" / "latest").is_file()
     # Re-running reuses both trained stages (no checkpoint rewritten) and reproduces the table.
     ckpts = sorted((tmp_path / "demo").glob("*/checkpoints/step_*/model.safetensors"))

@@ -5,6 +5,10 @@ Images arrive as uint8 (B, C, H, W) (or floats in [0, 1]); teacher and student e
 input normalisation to the same crop. The mask (B, N) is True where a patch is masked: M_in
 replaces those patch embeddings by the mask token inside the student, and M_out restricts the loss
 to them ("masked", the default) or counts every token ("all", plain feature distillation as FD).
+
+With code targets (BEiT v2, paper Sec. 5 / App. B) the teacher is a frozen VQ-KD tokenizer that
+returns one code per patch (B, N) (``teacher.returns_codes``): the codes are neither resampled nor
+whitened, D maps to K logits and R is the cross-entropy.
 """
 from __future__ import annotations
 
@@ -61,14 +65,21 @@ class MaskedDistiller(nn.Module):
                              f"{student.num_prefix}; set teacher.prefix_tokens=false.")
         self.t_prefix = t_prefix
         self.t_grid = getattr(teacher, "grid", student.grid)
+        self.code_targets = bool(getattr(teacher, "returns_codes", False))
+        if self.code_targets and tuple(self.t_grid) != tuple(student.grid):
+            raise ValueError(f"the tokenizer's patch grid {tuple(self.t_grid)} differs from the student's "
+                             f"{tuple(student.grid)}; codes cannot be resampled, so give both the same patch grid.")
         if tuple(self.t_grid) != tuple(student.grid):
             log.warning("teacher grid %s differs from the student grid %s: teacher tokens are resampled "
                         "bilinearly to the student's grid", tuple(self.t_grid), tuple(student.grid))
 
     def targets(self, x: torch.Tensor) -> torch.Tensor:
-        """N(T(I)): whitened teacher tokens on the student grid, float32 (B, p_t + N, C_t)."""
+        """N(T(I)): whitened teacher tokens on the student grid, float32 (B, p_t + N, C_t); or, with
+        code targets, the tokenizer's codes (B, N) int64."""
         with torch.no_grad():
             t = self.teacher(x)
+            if self.code_targets:
+                return t
             t = resample_tokens(t, self.t_grid, self.student.grid, self.t_prefix)
             return self.whiten(t)
 
@@ -84,7 +95,10 @@ class MaskedDistiller(nn.Module):
             pred = self.decoder(select_tokens(s_patch, sel, count))
         else:
             pred = select_tokens(self.decoder(s_patch), sel, count)
-        tgt = select_tokens(target[:, self.t_prefix:], sel, count)
+        if self.code_targets:  # (B, N) codes -> (M,)
+            tgt = select_tokens(target.unsqueeze(-1), sel, count).squeeze(-1)
+        else:
+            tgt = select_tokens(target[:, self.t_prefix:], sel, count)
         if self.t_prefix:  # prefix (CLS) tokens are never masked and always count
             pred = torch.cat([pred, self.decoder(feats[:, :self.t_prefix]).flatten(0, 1)])
             tgt = torch.cat([tgt, target[:, :self.t_prefix].flatten(0, 1)])

@@ -4,6 +4,8 @@ N whitens the teacher's tokens so that targets of any teacher share one scale (L
 affine parameters, as FD and MaskAlign; the paper: "crucial ... addressing the issue of varying
 statistical properties across features of different teacher models"). D maps student tokens into
 the target space (teacher and student widths may differ). R compares prediction and target.
+With code targets (BEiT v2, paper Sec. 5 / App. B) D is a linear map to the tokenizer's K logits
+and R the cross-entropy against the codes.
 """
 from __future__ import annotations
 
@@ -44,8 +46,9 @@ class TransformerDecoder(nn.Module):
 
 
 def build_decoder(cfg: DecoderConfig, in_dim: int, out_dim: int, student_heads: int) -> nn.Module:
-    """D: "fc" (FD / EVA / dBOT) or a transformer (MILAN / MAE)."""
-    if cfg.kind == "fc":
+    """D: "fc" (FD / EVA / dBOT), a transformer (MILAN / MAE), or "tokenizer" (BEiT v2: a linear
+    map to the K code logits; ``out_dim`` is then K)."""
+    if cfg.kind in ("fc", "tokenizer"):
         return nn.Linear(in_dim, out_dim)
     heads = cfg.num_heads or student_heads
     if in_dim % heads:
@@ -55,12 +58,22 @@ def build_decoder(cfg: DecoderConfig, in_dim: int, out_dim: int, student_heads: 
 
 
 def objective(pred: torch.Tensor, target: torch.Tensor, cfg: ObjectiveConfig) -> torch.Tensor:
-    """R, averaged over the selected tokens: pred, target (M, C) -> scalar."""
+    """R, averaged over the selected tokens: pred, target (M, C) -> scalar; for "ce", pred are
+    logits (M, K) and target code indices (M,)."""
     pred = pred.float()
+    if cfg.loss == "ce":
+        if target.is_floating_point() or target.dim() != 1:
+            raise ValueError("objective.loss=ce needs code indices as targets (decoder.kind=tokenizer); "
+                             f"got a {tuple(target.shape)} {target.dtype} target.")
+        return F.cross_entropy(pred, target)
+    if not target.is_floating_point():
+        raise ValueError(f"objective.loss={cfg.loss} regresses features, but the targets are codes; use "
+                         f"objective.loss=ce with decoder.kind=tokenizer.")
     if cfg.loss == "smooth_l1":
         return F.smooth_l1_loss(pred, target, beta=cfg.beta)
     if cfg.loss == "mse":
         return F.mse_loss(pred, target)
     if cfg.loss == "cosine":  # negative cosine similarity (EVA, dBOT)
         return -F.cosine_similarity(pred, target, dim=-1).mean()
-    raise ValueError(f"objective.loss={cfg.loss!r} is unknown; use smooth_l1, mse or cosine.")
+    raise ValueError(f"objective.loss={cfg.loss!r} is unknown; use smooth_l1, mse or cosine (features), "
+                     f"or ce (tokenizer codes).")

@@ -94,7 +94,7 @@ class CodebookHealth(Callback):
     def on_step_end(self, state: LoopState) -> None:
         tok: VQKD = state.model  # type: ignore[assignment]
         cb = tok.codebook
-        h = cb.health(reset=True)
+        h = cb.health()
         if self.num_images:
             h["rec_cosine"] = tok.reconstruction_cosine(state.fixed_batch()["image"].float() / 255)
         state.log(h, group="codebook")
@@ -110,6 +110,7 @@ class CodebookHealth(Callback):
                         "report (health.usage_warn=%.2f); restarting the %d unused codes from encoder outputs at "
                         "the next step (%d restarted so far).", state.step, 100 * h["usage"], cb.num_codes,
                         self.usage_warn, n, h["restarts"])
+        cb.reset_window()
 
 
 def _fixed_images(cfg: TokenizerConfig) -> Callable[[], Dict[str, torch.Tensor]]:
