@@ -9,13 +9,6 @@ from maskdistill.data import distortions as D
 from maskdistill.data.eidolon import eidolon, scale_levels
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """2 shared CPU cores: OpenMP threads spinning against other jobs make small FFTs 5-10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _image(seed=0, size=32, channels=3, lo=0.0, hi=1.0):

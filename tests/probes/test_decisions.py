@@ -21,13 +21,6 @@ from maskdistill.probes.responses import condition_key, image_id, make_responses
 from maskdistill.probes.shape_bias import shape_bias, texture_category
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """2 shared CPU cores: OpenMP threads spinning against other jobs make small FFTs 5-10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _resp(subj, correct, dataset="ds", condition="0", category="cat"):

@@ -26,12 +26,6 @@ from maskdistill.probes.hessian import (default_blocks, eigen_density, hessian_s
 CE = nn.CrossEntropyLoss()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on 2 shared cores: threads only spin
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_vit(dtype=torch.float64, depth=1, seed=0) -> nn.Module:

@@ -16,12 +16,6 @@ from maskdistill.probes.landscape import loss_landscape_2d, random_directions
 CE = nn.CrossEntropyLoss()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_vit(dtype=torch.float64) -> nn.Module:
