@@ -94,7 +94,7 @@ def run_analyze(models: Mapping[str, str], data: str | AnalysisData, probes: str
                                      progress=progress, wanted={s.name for s in specs})
         skipped, failed = {}, {}
         for s in specs:
-            reasons = ctx.missing(s.needs)
+            reasons = ctx.missing(s.needs, params.get(s.name, {}))
             if reasons and explicit:
                 raise ValueError(f"probe {s.name} cannot run on model {name}: {'; '.join(reasons)}.")
             if reasons:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import timm
 import torch
@@ -65,17 +65,28 @@ def _move_final_norm(sd: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str,
     return sd
 
 
-def _drop_unfit_head(sd: Dict[str, torch.Tensor], model: nn.Module, source: str) -> Dict[str, torch.Tensor]:
+def _drop_unfit_head(sd: Dict[str, torch.Tensor], model: nn.Module, source: str,
+                     saved_classes: Sequence[str] = (), classes: Sequence[str] = ()) -> Dict[str, torch.Tensor]:
+    """Keep the checkpoint's head only when it fits: same shapes and, where both sides name their
+    classes, the same classes in the same order (a texture head is no start for shape labels)."""
     own = model.state_dict()
     head = [k for k in own if k.startswith("head.")]
-    fits = head and all(k in sd and sd[k].shape == own[k].shape for k in head)
+    fits = bool(head) and all(k in sd and sd[k].shape == own[k].shape for k in head)
+    other = fits and bool(saved_classes) and bool(classes) and list(saved_classes) != list(classes)
     if head and not fits:
         had = [f"{k} {tuple(sd[k].shape)}" for k in sd if k.startswith("head.")]
         log.warning("%s: the classifier head is re-initialised for %d classes (%s)", source,
                     model.num_classes, f"checkpoint head: {', '.join(had)}" if had else "no head in the checkpoint")
-    if not fits:
+    elif other:
+        log.warning("%s: the classifier head is re-initialised: it was trained on other classes (%s) than "
+                    "the data's (%s)", source, _short(saved_classes), _short(classes))
+    if not fits or other:
         sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
     return sd
+
+
+def _short(names: Sequence[str], n: int = 4) -> str:
+    return ", ".join(names[:n]) + (f", ... {len(names)} in all" if len(names) > n else "")
 
 
 def _create(arch: str, create: Dict[str, Any], inherited: set) -> nn.Module:
@@ -95,9 +106,10 @@ def _create(arch: str, create: Dict[str, Any], inherited: set) -> nn.Module:
 
 def build_classifier_model(spec: str, num_classes: int, img_size: int, drop_path: float = 0.0,
                            global_pool: str = "", rel_pos_bias: str = "per_block", arch: str = "",
-                           **extra: Any) -> Tuple[nn.Module, Dict[str, Any]]:
+                           classes: Sequence[str] = (), **extra: Any) -> Tuple[nn.Module, Dict[str, Any]]:
     """-> (timm model, info for the exported backbone: arch, kwargs, mean, std). ``arch`` (optional)
-    names the architecture the user expects; loading a checkpoint of another one is an error."""
+    names the architecture the user expects; loading a checkpoint of another one is an error.
+    ``classes``: the data's class names; a saved head trained on other classes is re-initialised."""
     src_arch, sd, info = _source(spec)
     arch = arch or src_arch
     kwargs = {k: v for k, v in dict(info.get("kwargs", {})).items() if k not in _OVERRIDDEN}
@@ -114,7 +126,7 @@ def build_classifier_model(spec: str, num_classes: int, img_size: int, drop_path
         model = _create(arch, create, inherited=set(kwargs) - set(extra) if arch != src_arch else set())
         if shared and rel_pos_bias == "per_block" and isinstance(model, Beit):
             sd = expand_shared_rel_pos_bias(sd, len(model.blocks))
-        sd = _drop_unfit_head(_move_final_norm(sd, model), model, spec)
+        sd = _drop_unfit_head(_move_final_norm(sd, model), model, spec, info.get("classes") or (), classes)
         head = tuple(k.rsplit(".", 1)[0] for k in model.state_dict() if k.startswith("head.") and k not in sd)
         load_weights(model, sd, spec, ignore_prefixes=head)
     dc = model.pretrained_cfg or {}

@@ -20,7 +20,7 @@ import ast
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import nn
@@ -31,14 +31,15 @@ from ..models.spec import ModelInfo, load_model
 
 log = logging.getLogger(__name__)
 NEEDS_KNOWN = ("attention", "tokens", "labels", "classifier")
-NeedCheck = Callable[["ProbeContext"], Optional[str]]
+NeedCheck = Callable[["ProbeContext", Mapping[str, Any]], Optional[str]]
 _NEED_CHECKS: Dict[str, NeedCheck] = {}
 
 
 def register_need(name: str) -> Callable[[NeedCheck], NeedCheck]:
-    """Let a probe family judge one of its own ``needs`` (e.g. "stimuli"): ``check(ctx)`` returns
-    None when the context meets it, else the reason, which ``analyze --probes all`` prints when it
-    skips the probe. Needs nobody judges are assumed met (the probe then says what is missing)."""
+    """Let a probe family judge one of its own ``needs`` (e.g. "human_responses"): ``check(ctx, params)``
+    (``params``: the probe's ``--param`` values) returns None when they meet it, else the reason, which
+    ``analyze --probes all`` records when it skips the probe. Needs nobody judges are assumed met (the
+    probe then says what is missing)."""
     def deco(fn: NeedCheck) -> NeedCheck:
         _NEED_CHECKS[name] = fn
         return fn
@@ -190,8 +191,9 @@ class ProbeContext:
         return self.memo[key]
 
     # ------------------------------------------------------------------ needs
-    def missing(self, needs: Sequence[str]) -> List[str]:
-        """Reasons why needs cannot be met (empty when all can); unknown needs are not judged here."""
+    def missing(self, needs: Sequence[str], params: Optional[Mapping[str, Any]] = None) -> List[str]:
+        """Reasons why needs cannot be met (empty when all can), given the probe's parameters; needs
+        that no family judges (:func:`register_need`) are not judged here."""
         reasons: List[str] = []
         if {"attention", "tokens"} & set(needs):
             from ..models.capture import attention_modules, find_encoder
@@ -211,7 +213,7 @@ class ProbeContext:
                 reasons.append(f"the data has {len(self.data.classes)} classes but {self.spec} only {n} outputs")
         for need in needs:
             if need in _NEED_CHECKS:
-                why = _NEED_CHECKS[need](self)
+                why = _NEED_CHECKS[need](self, params or {})
                 if why:
                     reasons.append(why)
         return reasons

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import pandas as pd
 import torch
@@ -33,6 +33,7 @@ from .imagenet16 import (DecisionMapping, categories16, decision_mapping_for, im
                          sixteen_class_probabilities)
 from .ood_summary import (CONTROL_CONDITIONS, DATASETS, accuracy_table, dataset_accuracy, excluded_conditions,
                           human_accuracy, pairwise_consistency, summarise)
+from .context import register_need
 from .registry import ProbeResult, register
 from .responses import COLUMNS, condition_key, image_id, make_responses, read_responses, write_responses
 from .shape_bias import shape_bias, texture_category
@@ -150,7 +151,46 @@ def _model_responses(ctx: Any, stimuli: Optional[str], datasets: Optional[Sequen
     return pd.concat(frames, ignore_index=True)
 
 
-@register("shape_bias", needs=("classifier", "stimuli"), figure="Figs. 8a, 11")
+# What ``analyze --probes all`` checks before it runs a decision probe, so that a probe whose data is
+# not there is skipped with the fix rather than recorded as failed (``params``: its --param values).
+@register_need("cue_conflict")
+def _cue_conflict_missing(ctx: Any, params: Mapping[str, Any]) -> Optional[str]:
+    try:
+        root = _stimulus_root(ctx, params.get("stimuli"))
+        if root == "builtin" or "cue-conflict" in find_stimulus_sets(root, strict=False):
+            return None
+    except (ValueError, FileNotFoundError) as e:
+        return str(e)
+    return (f"no cue-conflict set under {root}: analyse builtin:cue_conflict or pass "
+            f"--param shape_bias.stimuli=<folder holding cue-conflict/>")
+
+
+@register_need("ood_stimuli")
+def _ood_stimuli_missing(ctx: Any, params: Mapping[str, Any]) -> Optional[str]:
+    if params.get("base_images"):
+        return None  # the parametric sets are made from these clean images
+    try:
+        root = _stimulus_root(ctx, params.get("stimuli"))
+        if root != "builtin":
+            find_stimulus_sets(root, strict=False)
+            return None
+    except (ValueError, FileNotFoundError) as e:
+        return str(e)
+    return ("the built-in data has no out-of-distribution sets: pass --param <probe>.stimuli=<model-vs-human "
+            "datasets folder> or --param <probe>.base_images=<clean 16-class images>")
+
+
+@register_need("human_responses")
+def _human_responses_missing(ctx: Any, params: Mapping[str, Any]) -> Optional[str]:
+    root = params.get("raw_data") or _ctx(ctx, "raw_data")
+    if root is None:
+        return "no human responses: pass --param error_consistency.raw_data=<model-vs-human raw-data folder>"
+    if not Path(root).is_dir():
+        return f"the human responses folder {root} does not exist"
+    return None
+
+
+@register("shape_bias", needs=("classifier", "cue_conflict"), figure="Figs. 8a, 11")
 def shape_bias_probe(ctx: Any, stimuli: Optional[str] = None, batch_size: Optional[int] = None,
                      max_per_class: Optional[int] = None, builtin_images: int = 450,
                      builtin_image_size: Optional[int] = None, seed: int = 0,
@@ -198,7 +238,7 @@ def _humans(ctx: Any, raw_data: Optional[str], datasets: Sequence[str]) -> Optio
     return read_responses(folders) if folders else None
 
 
-@register("ood_accuracy", needs=("classifier", "stimuli"), figure="Fig. 12")
+@register("ood_accuracy", needs=("classifier", "ood_stimuli"), figure="Fig. 12")
 def ood_accuracy(ctx: Any, stimuli: Optional[str] = None, datasets: Optional[Sequence[str]] = None,
                  base_images: Optional[str] = None, raw_data: Optional[str] = None, batch_size: Optional[int] = None,
                  max_per_class: Optional[int] = None, seed: int = 0, responses_dir: Optional[str] = None) -> ProbeResult:
@@ -221,7 +261,7 @@ def ood_accuracy(ctx: Any, stimuli: Optional[str] = None, datasets: Optional[Seq
     return ProbeResult("ood_accuracy", name, table, meta)
 
 
-@register("error_consistency", needs=("classifier", "stimuli", "human_responses"), figure="Fig. 12")
+@register("error_consistency", needs=("classifier", "ood_stimuli", "human_responses"), figure="Fig. 12")
 def error_consistency_probe(ctx: Any, stimuli: Optional[str] = None, raw_data: Optional[str] = None,
                             datasets: Optional[Sequence[str]] = None, base_images: Optional[str] = None,
                             batch_size: Optional[int] = None, max_per_class: Optional[int] = None, seed: int = 0,

@@ -148,10 +148,11 @@ class _BestCheckpoint:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def build_task(cfg: FinetuneConfig, num_classes: int) -> Tuple[FinetuneTask, Dict[str, Any], List[str]]:
+def build_task(cfg: FinetuneConfig, num_classes: int,
+               classes: Sequence[str] = ()) -> Tuple[FinetuneTask, Dict[str, Any], List[str]]:
     m, o, a = cfg.model, cfg.optim, cfg.aug
     model, info = build_classifier_model(m.spec, num_classes, cfg.data.img_size, m.drop_path, m.global_pool,
-                                         m.rel_pos_bias, m.arch, **m.kwargs)
+                                         m.rel_pos_bias, m.arch, classes=classes, **m.kwargs)
     frozen = freeze(model, patch_projection=o.freeze_patch_projection, blocks=o.freeze_blocks,
                     backbone=o.linear_probe)
     mixup = None
@@ -180,7 +181,7 @@ def finetune(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwri
     if num_classes <= 0:
         raise ValueError(f"{d.path} has no class sub-folders; fine-tuning needs labelled images.")
     torch.manual_seed(cfg.train.seed)
-    task, info, frozen = build_task(cfg, num_classes)
+    task, info, frozen = build_task(cfg, num_classes, classes)
     info.update({k: list(v) for k, v in (("mean", cfg.model.mean), ("std", cfg.model.std)) if v})
     info["classes"] = classes
     log.info("fine-tuning %s (%s): %d classes, %d frozen parameter tensors, layer decay %s", cfg.model.spec,

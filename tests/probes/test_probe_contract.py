@@ -80,9 +80,9 @@ class Boom(RuntimeError):
 
 @pytest.mark.parametrize("name", probe_names())
 def test_probe_contract(name, tmp_path, monkeypatch):
+    spec = get_probe(name)
     if name in SKIP:
         pytest.skip(SKIP[name])
-    spec = get_probe(name)
     model = tiny_classifier()
     fused = [m.fused_attn for m in model.modules() if hasattr(m, "fused_attn")]
     assert fused and all(isinstance(f, bool) for f in fused)
@@ -136,3 +136,30 @@ def test_the_attention_and_representation_probes_are_registered():
         assert get_probe(n).needs == needs and get_probe(n).figure.startswith("Fig")
     with pytest.raises(KeyError, match="registered probes: .*attention_distance"):
         get_probe("attention_distanse")
+
+
+@pytest.mark.parametrize("name", sorted(SKIP))
+def test_probes_the_builtin_data_cannot_serve_are_refused_with_the_fix(name):
+    """``analyze --probes all`` skips these with a reason (not a failure): the context's need checks
+    say what is missing and how to give it; given it (as --param values), nothing is missing."""
+    ctx = make_ctx(tiny_classifier())
+    reasons = ctx.missing(get_probe(name).needs)
+    assert reasons and any("--param" in r and "stimuli=" in r for r in reasons), reasons
+    if name == "error_consistency":
+        assert any("raw_data=" in r for r in reasons), reasons
+
+
+def test_decision_need_checks_accept_the_data_when_given(tmp_path):
+    ctx = make_ctx(tiny_classifier())
+    assert not ctx.missing(get_probe("shape_bias").needs)  # builtin data: its own cue-conflict set
+    (tmp_path / "cue-conflict" / "airplane").mkdir(parents=True)
+    (tmp_path / "raw-data").mkdir()
+    given = {"stimuli": str(tmp_path), "raw_data": str(tmp_path / "raw-data")}
+    assert not ctx.missing(get_probe("ood_accuracy").needs, given)
+    assert not ctx.missing(get_probe("error_consistency").needs, given)
+    assert not ctx.missing(get_probe("ood_accuracy").needs, {"base_images": str(tmp_path)})
+    missing = ctx.missing(get_probe("error_consistency").needs, {**given, "raw_data": str(tmp_path / "nope")})
+    assert missing == [f"the human responses folder {tmp_path / 'nope'} does not exist"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no stimulus set" in " ".join(ctx.missing(get_probe("shape_bias").needs, {"stimuli": str(empty)}))

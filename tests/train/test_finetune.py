@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from maskdistill.config import ConfigError, load_config
+from maskdistill.data.synthetic import ShapesTextures
 from maskdistill.models.classifier import build_classifier_model, expand_shared_rel_pos_bias
 from maskdistill.models.loading import WeightsError
 from maskdistill.train.finetune import finetune
@@ -122,6 +123,24 @@ def test_finetune_command_writes_a_run_with_evaluation_and_best(vit_file, tmp_pa
     best = json.loads((out / "best" / "meta.json").read_text())
     assert best["metrics"]["top1"] == max(float(r.split(",")[2]) for r in rows[1:])
     assert main(["finetune", "demo", *TINY, *vit_spec(vit_file), "--out", str(out)]) == 2  # never clobbered
+
+
+def test_a_head_trained_on_other_classes_is_reinitialised(vit_file, tmp_path, caplog):
+    """A fine-tuned run saves its class names: fine-tuning it again on the same classes keeps its head,
+    on other classes of the same number (texture -> shape of the built-in data) starts a fresh one."""
+    first = tmp_path / "texture"
+    finetune(ft_cfg("x", *vit_spec(vit_file), "train.max_steps=2"), first)
+    head = {k: v for k, v in load_file(str(first / "best" / "backbone.safetensors")).items() if k.startswith("head.")}
+    assert set(head) == {"head.weight", "head.bias"}
+    for label, kept in (("texture", True), ("shape", False)):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="maskdistill"):
+            model, _ = build_classifier_model(str(first / "best"), 10, 32,
+                                              classes=ShapesTextures(1, 16, label=label).classes)
+        assert torch.equal(model.head.weight, head["head.weight"]) is kept, label
+        warned = ("trained on other classes (horizontal_stripes, vertical_stripes, diagonal_stripes, checkerboard, "
+                  "... 10 in all) than the data's (circle, square, triangle, cross, ... 10 in all)") in caplog.text
+        assert warned is not kept, caplog.text
 
 
 def test_resume_is_exact_with_randaugment_erasing_mixup_and_ema(vit_file, tmp_path):
