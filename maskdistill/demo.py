@@ -57,7 +57,7 @@ def _stage(name: str, run_dir: Path, train_fn, overwrite: bool) -> None:
 
 
 def run_demo(out: str | Path = "runs/demo", overwrite: bool = False, overrides: Optional[List[str]] = None,
-             eval_images: int = 2000) -> Dict[str, Dict[str, float]]:
+             eval_images: int = 1000) -> Dict[str, Dict[str, float]]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tcfg = load_config("demo_teacher", schema=ClassifyConfig, kind="classify")

@@ -24,7 +24,10 @@ def seeded_rngs(seed: int) -> Iterator[None]:
     ``random`` and numpy's global RNG."""
     py, npy = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        # The CPU generator only: augmentation runs on the CPU, and torch.manual_seed would also
+        # reseed every CUDA generator (not restored by fork_rng(devices=[])) and, in CUDA builds,
+        # queue a lazy call with a stack trace -- a third of a sample's cost on the demo's data.
+        torch.default_generator.manual_seed(seed)
         random.seed(seed)
         np.random.seed(seed % 2**32)
         try:

@@ -114,7 +114,7 @@ def test_linear_probe_leaves_the_backbone_bitwise_unchanged(vit_file, tmp_path):
 
 
 def test_finetune_command_writes_a_run_with_evaluation_and_best(vit_file, tmp_path, restore_logging):
-    """Through the CLI; learning itself is checked in tests/data/test_synthetic_vit.py."""
+    """Through the CLI; learning itself is checked by tests/test_demo.py (fine-tuning on shape)."""
     from maskdistill.cli import main
     out = tmp_path / "cli"
     assert main(["finetune", "demo", *TINY, *vit_spec(vit_file), "eval.every_epochs=0.5", "--out", str(out)]) == 0
