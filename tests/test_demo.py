@@ -25,8 +25,8 @@ def test_demo_student_beats_random_init(tmp_path):
     # Texture is what the demo teacher learned; its knowledge must reach the student.
     assert student["texture_linear_top1"] > rand["texture_linear_top1"] + 0.2
     assert student["texture_knn_top1"] > rand["texture_knn_top1"] + 0.1
-    assert results["teacher (supervised)"]["texture_linear_top1"] > 0.5  # measured 0.77; chance 0.1
-    # Fine-tuned on shape (chance 0.1); measured 0.69 for the student, 0.63 for the teacher.
+    assert results["teacher (supervised)"]["texture_linear_top1"] > 0.5  # measured 0.67; chance 0.1
+    # Fine-tuned on shape (chance 0.1); measured 0.66 for the student, 0.60 for the teacher.
     assert student["shape_finetune_top1"] > 0.5 and results["teacher (supervised)"]["shape_finetune_top1"] > 0.35
     assert student["shape_finetune_top5"] > student["shape_finetune_top1"]
     table = (tmp_path / "demo" / "results.md").read_text()
