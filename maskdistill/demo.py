@@ -102,7 +102,9 @@ def _finetune_stage(out: Path, source: str, overwrite: bool) -> Dict[str, float]
     fcfg = load_config("demo", [f"model.spec={out / source}"], schema=FinetuneConfig, kind="finetune")
     _stage(f"fine-tuning the {source}", run_dir, lambda **kw: finetune(fcfg, run_dir, **kw), overwrite)
     last = read_metrics(run_dir / "metrics_eval.csv")[-1]  # evaluated at the end of the schedule
-    return {"shape_finetune_top1": last["top1"], "shape_finetune_top5": last["top5"]}
+    d = fcfg.data
+    return {"shape_finetune_top1": last["top1"], "shape_finetune_top5": last["top5"], "shape_finetune_epochs":
+            last["epoch"], "shape_finetune_images": d.builtin_images, "shape_finetune_val_images": d.builtin_val_images}
 
 
 def format_table(results: Dict[str, Dict[str, float]], n_train: int, n_test: int) -> str:
@@ -114,8 +116,10 @@ def format_table(results: Dict[str, Dict[str, float]], n_train: int, n_test: int
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     tuned = {name: r for name, r in results.items() if "shape_finetune_top1" in r}
     if tuned:
-        lines += ["", "Fine-tuned on the shape labels (configs/finetune/demo.yaml: 4000 images x 2 epochs), "
-                      "top-1 on 1000 held-out images", "", "| model | shape top-1 | shape top-5 |", "|---|---|---|"]
+        r = next(iter(tuned.values()))
+        lines += ["", f"Fine-tuned on the shape labels (configs/finetune/demo.yaml: {r['shape_finetune_images']} images x "
+                      f"{r['shape_finetune_epochs']:g} epochs), top-1 on {r['shape_finetune_val_images']} held-out images",
+                  "", "| model | shape top-1 | shape top-5 |", "|---|---|---|"]
         lines += [f"| {name} | {r['shape_finetune_top1'] * 100:.1f} % | {r['shape_finetune_top5'] * 100:.1f} % |"
                   for name, r in tuned.items()]
     return "\n".join(lines)

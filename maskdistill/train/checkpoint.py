@@ -88,6 +88,9 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _prune(ckdir: Path, keep_last: int, keep: str) -> None:
+    # A save that crashed half-way left its .tmp_step_* folder; one writer, so any still here is stale.
+    for p in ckdir.glob(".tmp_step_*"):
+        shutil.rmtree(p, ignore_errors=True)
     steps = sorted(p for p in ckdir.glob("step_*") if p.is_dir())
     for p in steps[:-keep_last] if keep_last > 0 else []:
         if p.name != keep:

@@ -153,6 +153,11 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_current(tmp_path, m
         save_checkpoint(tmp_path, 4, task, opt, {"kind": "test"})
     assert not (tmp_path / "checkpoints" / "step_00000004").exists()
     assert find_checkpoint(tmp_path) == good and read_meta(good)["step"] == 2
+    # the half-written folder stays until the next successful save, which clears it
+    assert (tmp_path / "checkpoints" / ".tmp_step_00000004").is_dir()
+    monkeypatch.undo()
+    save_checkpoint(tmp_path, 6, task, opt, {"kind": "test"})
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["latest", "step_00000002", "step_00000006"]
 
 
 def test_a_run_directory_is_a_frozen_teacher(teacher_run, make_cfg):
