@@ -3,7 +3,7 @@
     maskdistill analyze --model NAME=SPEC [--model NAME=SPEC ...] --data DATA --probes P1,P2|all \\
         --out DIR [--images N] [--batch-size B] [--device cpu|cuda|auto] [--seed S] \\
         [--pair TEACHER=STUDENT ...] [--param PROBE.KEY=VALUE ...] [--no-report]
-    maskdistill report DIR [--pair TEACHER=STUDENT ...]
+    maskdistill report DIR [--pair TEACHER=STUDENT ...] [--sharpness NAME=FINETUNE_RUN ...]
 
 SPEC: timm:<arch> (pretrained from the hub), timm:<arch>@<weights file>, a maskdistill run directory
 or checkpoint; options for timm.create_model after '?', e.g.
@@ -65,7 +65,8 @@ def _report(args: argparse.Namespace) -> int:
     from ..cli import _setup_logging
     from ..report import build_report
     _setup_logging()
-    path = build_report(args.dir, pairs=[_pair(p, "--pair") for p in args.pair])
+    runs = dict(_pair(s, "--sharpness") for s in args.sharpness)
+    path = build_report(args.dir, pairs=[_pair(p, "--pair") for p in args.pair], sharpness=runs)
     print(path)
     return 0
 
@@ -92,4 +93,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r = subparsers.add_parser("report", help="figures and report.html from saved analysis results (no model needed)")
     r.add_argument("dir", type=Path, help="the --out folder of maskdistill analyze")
     r.add_argument("--pair", action="append", default=[], metavar="TEACHER=STUDENT", help="extra teacher/student pair")
+    r.add_argument("--sharpness", action="append", default=[], metavar="NAME=RUN",
+                   help="add a fine-tuning run's sharpness log (eval.sharpness_every > 0) to Fig. 7c/f; kept in DIR")
     r.set_defaults(func=_report)

@@ -6,15 +6,17 @@ Families register figures with :func:`figure` (and sections with :func:`section`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Mapping, Optional, Sequence, Tuple
 
 from .registry import FigureSpec, SectionSpec, figure, layer_table, section
 
 
-def build_report(out: str | Path, pairs: Optional[Sequence[Tuple[str, str]]] = None) -> Path:
-    """``maskdistill report DIR``: figures + ``DIR/report.html`` (see ``report/build.py``)."""
+def build_report(out: str | Path, pairs: Optional[Sequence[Tuple[str, str]]] = None,
+                 sharpness: Optional[Mapping[str, str | Path]] = None) -> Path:
+    """``maskdistill report DIR``: figures + ``DIR/report.html`` (see ``report/build.py``);
+    ``sharpness``: ``{name: fine-tuning run}`` added to Fig. 7c/f (``report/sharpness.py``)."""
     from .build import build_report as _build  # matplotlib is imported only when a report is built
-    return _build(out, pairs)
+    return _build(out, pairs, sharpness)
 
 
 __all__ = ["build_report", "figure", "section", "layer_table", "FigureSpec", "SectionSpec"]

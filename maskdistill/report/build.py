@@ -11,7 +11,7 @@ import json
 import logging
 import traceback
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import pandas as pd
 
@@ -20,6 +20,8 @@ from ..probes.registry import ProbeResult
 from . import claims as claims_mod
 from .html import FigureBlock, Section, claims_html, render, table_html
 from .registry import figures, sections, table_fn
+from .sharpness import TITLE as SHARPNESS_TITLE
+from .sharpness import draw_sharpness, import_sharpness, saved_sharpness
 
 log = logging.getLogger(__name__)
 MANIFEST = "analyze.json"
@@ -73,16 +75,22 @@ def _layer_tables(model: str, probes: Dict[str, ProbeResult]) -> Optional[pd.Dat
     return pd.concat(frames, axis=1).sort_index()
 
 
-def build_report(out: str | Path, pairs: Optional[Sequence[Tuple[str, str]]] = None) -> Path:
-    """Draw every registered figure of the results in ``out`` and write ``out/report.html``."""
+def build_report(out: str | Path, pairs: Optional[Sequence[Tuple[str, str]]] = None,
+                 sharpness: Optional[Mapping[str, str | Path]] = None) -> Path:
+    """Draw every registered figure of the results in ``out`` and write ``out/report.html``.
+    ``sharpness``: ``{name: fine-tuning run}`` whose sharpness logs are added (Fig. 7c/f) and kept."""
     out = Path(out)
+    if sharpness:
+        out.mkdir(parents=True, exist_ok=True)
+        import_sharpness(out, sharpness)
     if not out.is_dir():
         raise FileNotFoundError(f"{out} is not a folder of analysis results; run `maskdistill analyze --out {out}` "
                                 f"first.")
     manifest = read_manifest(out)
     results = discover(out)
-    if not results:
-        raise FileNotFoundError(f"no probe results (<model>/<probe>.csv + .json) found under {out}.")
+    if not results and saved_sharpness(out).empty:
+        raise FileNotFoundError(f"no probe results (<model>/<probe>.csv + .json) found under {out} (and no "
+                                f"sharpness logs: --sharpness NAME=RUN adds a fine-tuning run's).")
     order = model_order(manifest, results)
     from .style import model_colors
     colors = model_colors(order)
@@ -103,6 +111,11 @@ def build_report(out: str | Path, pairs: Optional[Sequence[Tuple[str, str]]] = N
         sec = secs.get(spec.section) or secs["other"]
         sec.figures += [FigureBlock(spec.title if len([p for p in paths if p.suffix == ".png"]) == 1
                                     else f"{spec.title} — {p.stem}", p) for p in paths if p.suffix == ".png"]
+    try:
+        secs["geometry"].figures += [FigureBlock(SHARPNESS_TITLE, p) for p in draw_sharpness(out, figdir)
+                                     if p.suffix == ".png"]
+    except Exception as e:  # a damaged copied log: say so, keep the rest of the report
+        errors.append(f"figure fig7cf_sharpness: {type(e).__name__}: {e}")
 
     all_pairs = [tuple(p) for p in manifest.get("pairs", [])] + [tuple(p) for p in (pairs or [])]
     all_pairs = list(dict.fromkeys((t, s) for t, s in all_pairs))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -42,7 +43,7 @@ def make_job(run_dir: Path, callbacks) -> Job:
 
 
 @pytest.mark.slow
-def test_sharpness_rows_values_and_no_interference(tmp_path: Path):
+def test_sharpness_rows_values_and_no_interference(tmp_path: Path, capsys, restore_logging):
     cb = SharpnessCallback(every=2, trace_tol=0.1, trace_max_iter=100)
     job = make_job(tmp_path / "with", [cb])
     run(job, torch.device("cpu"), Dist())
@@ -56,6 +57,21 @@ def test_sharpness_rows_values_and_no_interference(tmp_path: Path):
     assert list(table["step"]) == [2, 4, 5] and set(table["run"]) == {"md"}
     paths = plot_sharpness(table, tmp_path / "fig" / "sharpness")
     assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 1000 for p in paths)
+
+    # `maskdistill report DIR --sharpness md=RUN`: the log is kept in DIR and drawn in the report, and
+    # the report regenerates from DIR alone
+    from maskdistill.cli import main
+    from maskdistill.report.sharpness import TITLE
+    rep = tmp_path / "analysis"
+    assert main(["report", str(rep), "--sharpness", f"md={tmp_path / 'with'}"]) == 0
+    copied = pd.read_csv(rep / "sharpness" / "md.csv")
+    assert list(copied["lambda_1"]) == [r["lambda_1"] for r in rows]
+    html = (rep / "report.html").read_text()
+    assert TITLE in html and (rep / "figures" / "fig7cf_sharpness.png").stat().st_size > 1000
+    (rep / "report.html").unlink()
+    assert main(["report", str(rep)]) == 0 and TITLE in (rep / "report.html").read_text()
+    assert main(["report", str(rep), "--sharpness", f"plain={tmp_path / 'nope'}"]) == 2
+    assert "fine-tune with eval.sharpness_every > 0" in capsys.readouterr().err
 
     # without the callback, training is bit-for-bit the same
     plain = make_job(tmp_path / "plain", [])
