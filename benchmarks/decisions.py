@@ -12,6 +12,7 @@ pre-made normalised tensors, so image decoding (the same for both) is not part o
 
 Models are built without weights (speed does not depend on them; nothing is downloaded).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,9 @@ from typing import Callable, Dict, List
 import timm
 import torch
 
-from maskdistill.probes.decision_eval import DecisionRecorder
-from maskdistill.probes.imagenet16 import categories16
-from maskdistill.probes.responses import make_responses
+from maskdistill.probes.decisions.evaluate import DecisionRecorder
+from maskdistill.probes.decisions.imagenet16 import categories16
+from maskdistill.probes.decisions.responses import make_responses
 
 
 def _timed(fn: Callable[[], None], device: torch.device) -> float:
@@ -73,11 +74,21 @@ def run(model_name: str, batch: int, n_batches: int, device: str, threads: int, 
         t_plain.append(_timed(plain, dev))
         t_dec.append(_timed(decisions, dev))
     best_plain, best_dec = min(t_plain), min(t_dec)
-    return {"date": datetime.date.today().isoformat(), "model": model_name, "img_size": size, "batch": batch,
-            "batches": n_batches, "device": str(dev), "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-            "plain_img_per_s": n / best_plain, "decisions_img_per_s": n / best_dec, "ratio": best_plain / best_dec,
-            "repeats": repeats}
+    return {
+        "date": datetime.date.today().isoformat(),
+        "model": model_name,
+        "img_size": size,
+        "batch": batch,
+        "batches": n_batches,
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "plain_img_per_s": n / best_plain,
+        "decisions_img_per_s": n / best_dec,
+        "ratio": best_plain / best_dec,
+        "repeats": repeats,
+    }
 
 
 def main() -> None:
@@ -91,8 +102,10 @@ def main() -> None:
     p.add_argument("--json", default="")
     a = p.parse_args()
     r = run(a.model, a.batch, a.batches, a.device, a.threads, a.repeats)
-    print(f"{r['model']} {r['img_size']}px, batch {r['batch']} x {r['batches']}, {r['device']} "
-          f"({r['threads']} threads), torch {r['torch']}")
+    print(
+        f"{r['model']} {r['img_size']}px, batch {r['batch']} x {r['batches']}, {r['device']} "
+        f"({r['threads']} threads), torch {r['torch']}"
+    )
     print(f"plain inference      {r['plain_img_per_s']:9.1f} img/s")
     print(f"with decisions+table {r['decisions_img_per_s']:9.1f} img/s   ratio {r['ratio']:.3f} (target >= 0.8)")
     if a.json:

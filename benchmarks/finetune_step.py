@@ -11,6 +11,7 @@ time is (time for W+N steps - time for W steps) / N, which cancels set-up and wa
     python benchmarks/finetune_step.py --device cuda --model vit_base_patch16_224 --batch 64
     python benchmarks/finetune_step.py --tiny            # CPU smoke run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,10 +63,18 @@ def ours(cfg: FinetuneConfig, data: Batches, steps: int, device: torch.device, o
     task, info, _ = build_task(cfg, 1000)
     cfg.train.max_steps = steps
     after = (lambda s: task.ema.update(task.model, s)) if task.ema is not None else None
-    job = Job(task=task, batch_keys=("image", "label"), dataset=data, optim=cfg.optim, train=cfg.train,
-              run_dir=out, meta={"kind": "benchmark"}, backbone=None,
-              param_groups=lambda: layer_decay_groups(task, cfg.optim.weight_decay, cfg.optim.layer_decay,
-                                                      prefix="model."), after_step=after)
+    job = Job(
+        task=task,
+        batch_keys=("image", "label"),
+        dataset=data,
+        optim=cfg.optim,
+        train=cfg.train,
+        run_dir=out,
+        meta={"kind": "benchmark"},
+        backbone=None,
+        param_groups=lambda: layer_decay_groups(task, cfg.optim.weight_decay, cfg.optim.layer_decay, prefix="model."),
+        after_step=after,
+    )
     sync(device)
     t = time.perf_counter()
     run(job, device, Dist())
@@ -116,10 +125,18 @@ def main() -> None:
         weights = Path(tmp) / "w.safetensors"
         m = timm.create_model(args.model, pretrained=False, num_classes=0, img_size=img, **kw)
         save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(weights))
-        over = [f"model.spec=timm:{args.model}@{weights}", f"data.img_size={img}", f"train.batch_size={B}",
-                f"train.device={args.device}", "train.log_every=1000000", "train.ckpt_every=1000000",
-                f"train.epochs={(W + N + 1)}", f"ema.enabled={args.ema}", "ema.decay=0.999",
-                *[f"model.kwargs.{k}={v}" for k, v in kw.items()]]
+        over = [
+            f"model.spec=timm:{args.model}@{weights}",
+            f"data.img_size={img}",
+            f"train.batch_size={B}",
+            f"train.device={args.device}",
+            "train.log_every=1000000",
+            "train.ckpt_every=1000000",
+            f"train.epochs={(W + N + 1)}",
+            f"ema.enabled={args.ema}",
+            "ema.decay=0.999",
+            *[f"model.kwargs.{k}={v}" for k, v in kw.items()],
+        ]
         cfg = lambda: load_config("vit_b16_paper", over, schema=FinetuneConfig, kind="finetune")  # noqa: E731
         # (W+N) - W steps; the loop saves one final checkpoint in both runs, which cancels too. A first
         # 1-step run of each pays one-time costs (imports, TensorBoard, allocator) outside the difference.
@@ -135,14 +152,32 @@ def main() -> None:
         ratios = sorted(o / p for o, p in zip(times["ours"], times["plain"]))
         t_ours, t_plain = (statistics.median(times[k]) for k in ("ours", "plain"))
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    row = {"device": where, "torch": torch.__version__, "timm": timm.__version__, "model": args.model, "tiny": args.tiny,
-           "batch": B, "ema": args.ema, "plain_img_s": B / t_plain, "ours_img_s": B / t_ours,
-           "ratio_ours_over_plain": statistics.median(ratios), "ratios": ratios, "steps": N, "warmup_steps": W}
-    print(f"device: {where}; torch {torch.__version__}; timm {timm.__version__}; {args.model}{' (tiny)' if args.tiny else ''}")
-    print("| batch | EMA | plain timm img/s | maskdistill finetune img/s | time ratio (median) | per repeat |\n"
-          "|---|---|---|---|---|---|")
-    print(f"| {B} | {args.ema} | {row['plain_img_s']:.1f} | {row['ours_img_s']:.1f} | {row['ratio_ours_over_plain']:.3f} | "
-          f"{', '.join(f'{r:.3f}' for r in ratios)} |")
+    row = {
+        "device": where,
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "model": args.model,
+        "tiny": args.tiny,
+        "batch": B,
+        "ema": args.ema,
+        "plain_img_s": B / t_plain,
+        "ours_img_s": B / t_ours,
+        "ratio_ours_over_plain": statistics.median(ratios),
+        "ratios": ratios,
+        "steps": N,
+        "warmup_steps": W,
+    }
+    print(
+        f"device: {where}; torch {torch.__version__}; timm {timm.__version__}; {args.model}{' (tiny)' if args.tiny else ''}"
+    )
+    print(
+        "| batch | EMA | plain timm img/s | maskdistill finetune img/s | time ratio (median) | per repeat |\n"
+        "|---|---|---|---|---|---|"
+    )
+    print(
+        f"| {B} | {args.ema} | {row['plain_img_s']:.1f} | {row['ours_img_s']:.1f} | {row['ratio_ours_over_plain']:.3f} | "
+        f"{', '.join(f'{r:.3f}' for r in ratios)} |"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(row, indent=1))
 

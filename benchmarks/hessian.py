@@ -17,6 +17,7 @@ Tolerances: PyHessian stops power iteration when λ changes by less than tol rel
 when the running mean does; our Lanczos stops on the residual bound |β s| ≤ tol·|θ| (stricter: it
 bounds the error), our trace is run with PyHessian's rule ("change") at the same tol and max_iter.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,9 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from maskdistill.probes.eager import curvature_mode
-from maskdistill.probes.hessian import hessian_summary, hessian_trace, top_eigenvalues
-from maskdistill.probes.hvp import HessianOperator
+from maskdistill.models.modes import curvature_mode
+from maskdistill.probes.curvature.hessian import hessian_summary, hessian_trace, top_eigenvalues
+from maskdistill.probes.curvature.hvp import HessianOperator
 
 CE = nn.CrossEntropyLoss()
 
@@ -44,11 +45,13 @@ CE = nn.CrossEntropyLoss()
 def load(name: str, batch: int, device: torch.device) -> Tuple[nn.Module, torch.Tensor, torch.Tensor, str]:
     if name == "vit4mnist":
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from realdata import load_mnist_test, load_vit4mnist, normalize  # skips (raises) without the data
+        from helpers.realdata import load_mnist_test, load_vit4mnist, normalize  # skips (raises) without the data
+
         model = load_vit4mnist()
         x, y = load_mnist_test(batch)
         return model.to(device), normalize(x).to(device), y.to(device), "ViT4MNIST (real weights), MNIST test images"
     import timm
+
     model = timm.create_model(name, pretrained=False)
     g = torch.Generator().manual_seed(0)
     size = model.pretrained_cfg.get("input_size", (3, 224, 224))
@@ -90,8 +93,15 @@ def part1(model, x, y, device, repeats: int) -> Dict[str, float]:
         except RuntimeError as e:  # an op without a forward-mode rule
             print(f"forward-over-reverse failed: {e}")
             t_fwd = float("nan")
-    return {"grad_s": grad, "hvp_oneshot_s": t_one, "hvp_cached_s": t_cached, "hvp_forward_s": t_fwd,
-            "ratio_oneshot": t_one / grad, "ratio_cached": t_cached / grad, "ratio_forward": t_fwd / grad}
+    return {
+        "grad_s": grad,
+        "hvp_oneshot_s": t_one,
+        "hvp_cached_s": t_cached,
+        "hvp_forward_s": t_fwd,
+        "ratio_oneshot": t_one / grad,
+        "ratio_cached": t_cached / grad,
+        "ratio_forward": t_fwd / grad,
+    }
 
 
 def _clock(fn: Callable[[], object], device: torch.device) -> Tuple[object, float]:
@@ -115,10 +125,16 @@ def reference(model, batches, device) -> Dict[str, object]:
 def _eigs(model, batches, device, method: str, tol: float, max_iter=None) -> Dict[str, object]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res, secs = _clock(lambda: top_eigenvalues(model, CE, batches, k=2, method=method, tol=tol,
-                                                   max_iter=max_iter), device)
-    return {"tol": tol, "products": res.products, "seconds": secs, "eigenvalues": res.eigenvalues,
-            "converged": res.converged}
+        res, secs = _clock(
+            lambda: top_eigenvalues(model, CE, batches, k=2, method=method, tol=tol, max_iter=max_iter), device
+        )
+    return {
+        "tol": tol,
+        "products": res.products,
+        "seconds": secs,
+        "eigenvalues": res.eigenvalues,
+        "converged": res.converged,
+    }
 
 
 def _accuracy(row: Dict[str, object], ref: Dict[str, object]) -> float:
@@ -137,10 +153,14 @@ def part2(model, batches, device, ref, target: float = 1e-3) -> Dict[str, object
         if power[-1]["max_rel_error"] <= target:
             break
     accurate = next((r for r in power if r["max_rel_error"] <= target), None)
-    return {"lanczos": lanczos, "power": power, "target_rel_error": target,
-            "ratio_same_tol": lanczos["products"] / power[0]["products"],
-            "power_tol_for_target": accurate["tol"] if accurate else None,
-            "ratio_equal_accuracy": lanczos["products"] / accurate["products"] if accurate else None}
+    return {
+        "lanczos": lanczos,
+        "power": power,
+        "target_rel_error": target,
+        "ratio_same_tol": lanczos["products"] / power[0]["products"],
+        "power_tol_for_target": accurate["tol"] if accurate else None,
+        "ratio_equal_accuracy": lanczos["products"] / accurate["products"] if accurate else None,
+    }
 
 
 def part3(model, x, y, device, ref, power_tol: float | None) -> Dict[str, object]:
@@ -163,6 +183,7 @@ def part3(model, x, y, device, ref, power_tol: float | None) -> Dict[str, object
         def run():
             with curvature_mode(model):
                 return fn(PyHessian(model, CE, data=(x, y), cuda=cuda))
+
         res, secs = _clock(run, device)
         model.zero_grad(set_to_none=True)  # PyHessian leaves .grad (with a graph) behind
         return res, secs
@@ -173,12 +194,23 @@ def part3(model, x, y, device, ref, power_tol: float | None) -> Dict[str, object
         py_ev, t_py_eig = py(lambda h: h.eigenvalues(maxIter=100, tol=1e-3, top_n=2)[0])
         py_tr, t_py_tr = py(lambda h: float(np.mean(h.trace(maxIter=100, tol=1e-3))))
         ours_eig, t_eig = _clock(lambda: top_eigenvalues(model, CE, batches, k=2, tol=1e-3), device)
-        ours_tr, t_tr = _clock(lambda: hessian_trace(model, CE, batches, tol=1e-3, max_iter=100,
-                                                     criterion="change"), device)
-        same = {"pyhessian": {"eig_s": t_py_eig, "eig_max_rel_error": err(py_ev), "trace_s": t_py_tr,
-                              "trace_rel_error": abs(py_tr - t_ref) / abs(t_ref)},
-                "ours": {"eig_s": t_eig, "eig_max_rel_error": err(ours_eig.eigenvalues), "trace_s": t_tr,
-                         "trace_rel_error": abs(ours_tr.estimate - t_ref) / abs(t_ref)}}
+        ours_tr, t_tr = _clock(
+            lambda: hessian_trace(model, CE, batches, tol=1e-3, max_iter=100, criterion="change"), device
+        )
+        same = {
+            "pyhessian": {
+                "eig_s": t_py_eig,
+                "eig_max_rel_error": err(py_ev),
+                "trace_s": t_py_tr,
+                "trace_rel_error": abs(py_tr - t_ref) / abs(t_ref),
+            },
+            "ours": {
+                "eig_s": t_eig,
+                "eig_max_rel_error": err(ours_eig.eigenvalues),
+                "trace_s": t_tr,
+                "trace_rel_error": abs(ours_tr.estimate - t_ref) / abs(t_ref),
+            },
+        }
         same["speedup_eig"], same["speedup_trace"] = t_py_eig / t_eig, t_py_tr / t_tr
         same["speedup_both"] = (t_py_eig + t_py_tr) / (t_eig + t_tr)
         out["same_tolerance"] = same
@@ -193,14 +225,24 @@ def part3(model, x, y, device, ref, power_tol: float | None) -> Dict[str, object
         spread = float(np.std(samples100, ddof=1))
         n_plain = int(np.ceil((spread / (0.01 * abs(t_ref))) ** 2))
         py_tr2, t_py_tr2 = py(lambda h: h.trace(maxIter=n_plain, tol=0.0))
-        (s_eig, s_tr), t_both = _clock(lambda: hessian_summary(model, CE, batches, k=2, tol=1e-3, trace_tol=1e-2,
-                                                               trace_max_iter=5000), device)
-        eq["pyhessian_trace"] = {"samples": n_plain, "per_sample_std": spread, "seconds": t_py_tr2,
-                                 "trace_rel_error": abs(float(np.mean(py_tr2)) - t_ref) / abs(t_ref),
-                                 "se_rel": float(np.std(py_tr2, ddof=1) / np.sqrt(len(py_tr2)) / abs(t_ref))}
-        eq["ours_summary"] = {"seconds": t_both, "products": s_tr.products, "samples": s_tr.samples,
-                              "eig_max_rel_error": err(s_eig.eigenvalues), "se_rel": s_tr.se / abs(s_tr.estimate),
-                              "trace_rel_error": abs(s_tr.estimate - t_ref) / abs(t_ref)}
+        (s_eig, s_tr), t_both = _clock(
+            lambda: hessian_summary(model, CE, batches, k=2, tol=1e-3, trace_tol=1e-2, trace_max_iter=5000), device
+        )
+        eq["pyhessian_trace"] = {
+            "samples": n_plain,
+            "per_sample_std": spread,
+            "seconds": t_py_tr2,
+            "trace_rel_error": abs(float(np.mean(py_tr2)) - t_ref) / abs(t_ref),
+            "se_rel": float(np.std(py_tr2, ddof=1) / np.sqrt(len(py_tr2)) / abs(t_ref)),
+        }
+        eq["ours_summary"] = {
+            "seconds": t_both,
+            "products": s_tr.products,
+            "samples": s_tr.samples,
+            "eig_max_rel_error": err(s_eig.eigenvalues),
+            "se_rel": s_tr.se / abs(s_tr.estimate),
+            "trace_rel_error": abs(s_tr.estimate - t_ref) / abs(t_ref),
+        }
         if power_tol is not None:
             eq["speedup_both"] = (t_py_eig2 + t_py_tr2) / t_both
         out["equal_accuracy"] = eq
@@ -212,8 +254,12 @@ def main(argv: List[str] | None = None) -> int:
     ap.add_argument("--model", default="vit4mnist", help="vit4mnist (real weights) or a timm name")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1, help="CPU threads (1: on a shared 2-core machine more "
-                                                             "threads spin against each other)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads (1: on a shared 2-core machine more threads spin against each other)",
+    )
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--parts", default="1,2,3")
     ap.add_argument("--json", type=Path, default=None)
@@ -224,10 +270,17 @@ def main(argv: List[str] | None = None) -> int:
     n_params = sum(p.numel() for p in model.parameters())
     parts = {p.strip() for p in args.parts.split(",")}
     report: Dict[str, object] = {
-        "date": str(date.today()), "torch": torch.__version__, "device": str(device),
-        "machine": torch.cuda.get_device_name(device) if device.type == "cuda" else
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {args.threads} torch thread(s)",
-        "load_avg": os.getloadavg(), "model": what, "params": n_params, "batch": args.batch}
+        "date": str(date.today()),
+        "torch": torch.__version__,
+        "device": str(device),
+        "machine": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {args.threads} torch thread(s)",
+        "load_avg": os.getloadavg(),
+        "model": what,
+        "params": n_params,
+        "batch": args.batch,
+    }
     print(json.dumps(report))
     if "1" in parts:
         report["part1"] = part1(model, x, y, device, args.repeats)

@@ -13,6 +13,7 @@ the whitening, the decoder and the masked loss; the target ratio is <= 1.45.
 Teachers are built without weights (speed does not depend on them; nothing is downloaded).
 Prints a table and, with --json, writes the measurements.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,9 +35,16 @@ from maskdistill.train.loop import autocast_for
 from maskdistill.train.optim import build_optimizer
 from maskdistill.train.pretrain import build_distiller, mask_generator
 
-TINY = ["data.img_size=64", "student.kwargs.patch_size=8", "student.kwargs.embed_dim=192",
-        "student.kwargs.depth=4", "student.kwargs.num_heads=3", "teacher.spec=timm:vit_tiny_patch16_224",
-        "mask.num_masked=26", "mask.min_block=4"]
+TINY = [
+    "data.img_size=64",
+    "student.kwargs.patch_size=8",
+    "student.kwargs.embed_dim=192",
+    "student.kwargs.depth=4",
+    "student.kwargs.num_heads=3",
+    "teacher.spec=timm:vit_tiny_patch16_224",
+    "mask.num_masked=26",
+    "mask.min_block=4",
+]
 
 
 def timed(step: Callable[[], None], steps: int, warmup: int, device: torch.device) -> float:
@@ -60,15 +68,20 @@ def sdpa_context(name: str):
     if name == "default":
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
+
     # Flash stays enabled so that attention without a bias (the teacher) keeps its fastest kernel;
     # the pinned backend serves what flash cannot (the student's relative position bias).
-    pinned = {"cudnn": SDPBackend.CUDNN_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-              "math": SDPBackend.MATH}[name]
+    pinned = {
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "math": SDPBackend.MATH,
+    }[name]
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, pinned])
 
 
-def make_step(model: torch.nn.Module, inputs: List[torch.Tensor], device: torch.device, compile_: bool,
-              sdpa: str = "default") -> Callable[[], None]:
+def make_step(
+    model: torch.nn.Module, inputs: List[torch.Tensor], device: torch.device, compile_: bool, sdpa: str = "default"
+) -> Callable[[], None]:
     opt = build_optimizer(model, load_config("vit_b16_clip").optim)
     fwd = torch.compile(model) if compile_ else model
 
@@ -79,6 +92,7 @@ def make_step(model: torch.nn.Module, inputs: List[torch.Tensor], device: torch.
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 3.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+
     return step
 
 
@@ -119,12 +133,23 @@ def main() -> None:
             use_flex_attention(sup)
         try:
             t_sup = timed(make_step(sup, [images, labels], device, args.compile, sdpa), args.steps, args.warmup, device)
-            t_md = timed(make_step(distiller, [images, masks], device, args.compile, sdpa), args.steps, args.warmup, device)
+            t_md = timed(
+                make_step(distiller, [images, masks], device, args.compile, sdpa), args.steps, args.warmup, device
+            )
         except RuntimeError as e:  # a pinned backend that cannot run this attention
             print(f"attention={attn} sdpa={sdpa}: {str(e).splitlines()[0][:200]}")
             continue
-        rows.append({"attention": attn, "sdpa": sdpa, "compile": args.compile, "batch": B,
-                     "sup_img_s": B / t_sup, "md_img_s": B / t_md, "ratio_md_over_sup": t_md / t_sup})
+        rows.append(
+            {
+                "attention": attn,
+                "sdpa": sdpa,
+                "compile": args.compile,
+                "batch": B,
+                "sup_img_s": B / t_sup,
+                "md_img_s": B / t_md,
+                "ratio_md_over_sup": t_md / t_sup,
+            }
+        )
         del distiller, sup
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -133,8 +158,10 @@ def main() -> None:
     print("| attention | sdpa | compile | batch | supervised img/s | MD img/s | MD/supervised time |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['attention']} | {r['sdpa']} | {r['compile']} | {r['batch']} | {r['sup_img_s']:.0f} | {r['md_img_s']:.0f} | "
-              f"{r['ratio_md_over_sup']:.3f} |")
+        print(
+            f"| {r['attention']} | {r['sdpa']} | {r['compile']} | {r['batch']} | {r['sup_img_s']:.0f} | {r['md_img_s']:.0f} | "
+            f"{r['ratio_md_over_sup']:.3f} |"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": where, "torch": torch.__version__, "rows": rows, "overrides": overrides}, f, indent=1)

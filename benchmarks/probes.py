@@ -8,12 +8,13 @@ on a GPU (ViT-B/16, bf16, batch 64), >= 0.5x on CPU; peak memory independent of 
 
 Plain inference is timm's own forward (fused SDPA attention, ``inference_mode``, autocast in
 ``--dtype``); the statistics run the same forward through ``capture`` (unfused softmax, reduced per
-block on the device) via ``maskdistill.probes.shared_pass.run_shared_pass``. Both see one fixed random
+block on the device) via ``maskdistill.probes.core.shared_pass.run_shared_pass``. Both see one fixed random
 batch (data loading is not measured; weights are random: speed does not depend on them). Timings
 alternate plain / statistics ``--repeats`` times and report medians, which keeps a shared machine's
 load from favouring either side. Peak memory: CUDA ``max_memory_allocated``; CPU peak RSS of a fresh
 subprocess per image count (RSS cannot be reset within a process).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,7 @@ import numpy as np
 import timm
 import torch
 
-from maskdistill.probes.shared_pass import run_shared_pass
+from maskdistill.probes.core.shared_pass import run_shared_pass
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -91,9 +92,21 @@ def peak_memory(args: argparse.Namespace, device: torch.device, batches: int) ->
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         stats(model, BenchContext(model, x, batches, DTYPES[args.dtype]))
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
-    cmd = [sys.executable, __file__, "--device", "cpu", "--model", args.model, "--batch-size", str(args.batch_size),
-           "--dtype", args.dtype, "--_rss-run", str(batches)]
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    cmd = [
+        sys.executable,
+        __file__,
+        "--device",
+        "cpu",
+        "--model",
+        args.model,
+        "--batch-size",
+        str(args.batch_size),
+        "--dtype",
+        args.dtype,
+        "--_rss-run",
+        str(batches),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -127,15 +140,27 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     imgs = args.batches * args.batch_size
     ips_plain, ips_stats = imgs / float(np.median(t_plain)), imgs / float(np.median(t_stats))
     mem = {int(b) * args.batch_size: peak_memory(args, device, int(b)) for b in args.memory_batches.split(",")}
-    res = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-           "threads": torch.get_num_threads(), "torch": torch.__version__, "timm": timm.__version__,
-           "model": args.model, "batch_size": args.batch_size, "dtype": args.dtype, "batches": args.batches,
-           "repeats": args.repeats, "plain_img_per_s": round(ips_plain, 2), "stats_img_per_s": round(ips_stats, 2),
-           "ratio": round(ips_stats / ips_plain, 3), "peak_mib_by_images": {k: round(v, 1) for k, v in mem.items()},
-           "peak_memory": "cuda max_memory_allocated" if device.type == "cuda" else "peak RSS of a fresh process"}
+    res = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "dtype": args.dtype,
+        "batches": args.batches,
+        "repeats": args.repeats,
+        "plain_img_per_s": round(ips_plain, 2),
+        "stats_img_per_s": round(ips_stats, 2),
+        "ratio": round(ips_stats / ips_plain, 3),
+        "peak_mib_by_images": {k: round(v, 1) for k, v in mem.items()},
+        "peak_memory": "cuda max_memory_allocated" if device.type == "cuda" else "peak RSS of a fresh process",
+    }
     target = 0.6 if device.type == "cuda" else 0.5
-    print(f"{args.model} on {res['device']} ({args.dtype}, batch {args.batch_size}): plain {ips_plain:.1f} img/s, "
-          f"attention statistics {ips_stats:.1f} img/s -> ratio {res['ratio']:.3f} (target >= {target})")
+    print(
+        f"{args.model} on {res['device']} ({args.dtype}, batch {args.batch_size}): plain {ips_plain:.1f} img/s, "
+        f"attention statistics {ips_stats:.1f} img/s -> ratio {res['ratio']:.3f} (target >= {target})"
+    )
     print("peak memory (MiB) by number of images: " + ", ".join(f"{k}: {v:.1f}" for k, v in mem.items()))
     if args.json:
         with open(args.json, "w") as f:

@@ -16,6 +16,7 @@ times both target-side forwards alone, so the difference can be attributed.
 Teacher and tokenizer are built without trained weights (speed does not depend on them; nothing
 is downloaded). Prints a table and, with --json, writes the measurements.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,30 +37,46 @@ from maskdistill.distill.parts import Whitening
 from maskdistill.distill.tokenizer import CodeTeacher, build_vqkd
 from maskdistill.train.loop import autocast_for
 from maskdistill.train.pretrain import build_distiller, mask_generator
-from maskdistill.train.tokenizer import TokenizerConfig
+from maskdistill.train.vqkd import TokenizerConfig
 from md_step import make_step
 
 # 128 px, patch 16 (8x8 grid): a 4-block student; teacher ViT-Ti/16 (12 blocks, width 192); the
 # tokenizer's encoder the same ViT-Ti/16 shape, codebook 8192 x 32.
-TINY = ["data.img_size=128", "student.kwargs.embed_dim=192", "student.kwargs.depth=4", "student.kwargs.num_heads=3",
-        "teacher.spec=timm:vit_tiny_patch16_224", "mask.num_masked=26", "mask.min_block=4"]
+TINY = [
+    "data.img_size=128",
+    "student.kwargs.embed_dim=192",
+    "student.kwargs.depth=4",
+    "student.kwargs.num_heads=3",
+    "teacher.spec=timm:vit_tiny_patch16_224",
+    "mask.num_masked=26",
+    "mask.min_block=4",
+]
 TINY_TOKENIZER = ["tokenizer.arch=vit_tiny_patch16_224", "data.img_size=128"]
 
 
-def code_distiller(fc: MaskedDistiller, tok_cfg: TokenizerConfig, img_size: int, loss_on: str,
-                   mean, std, num_masked: int) -> MaskedDistiller:
+def code_distiller(
+    fc: MaskedDistiller, tok_cfg: TokenizerConfig, img_size: int, loss_on: str, mean, std, num_masked: int
+) -> MaskedDistiller:
     """The same student (a copy, same weights) with code targets from an untrained tokenizer."""
     tok = build_vqkd(tok_cfg.tokenizer, img_size, target_dim=fc.teacher.dim)
     tok.codebook.initted.fill_(True)  # random unit codes: lookup cost does not depend on them
     teacher = CodeTeacher(tok, "VQ-KD (untrained)")
     student = copy.deepcopy(fc.student)
     decoder = nn.Linear(student.embed_dim, tok.num_codes)
-    return MaskedDistiller(teacher, student, decoder, Whitening("none"), ObjectiveConfig(loss="ce"), loss_on,
-                           mean, std, num_masked=num_masked)
+    return MaskedDistiller(
+        teacher,
+        student,
+        decoder,
+        Whitening("none"),
+        ObjectiveConfig(loss="ce"),
+        loss_on,
+        mean,
+        std,
+        num_masked=num_masked,
+    )
 
 
-def timed_interleaved(steps: Sequence[Callable[[], None]], n: int, warmup: int,
-                      device: torch.device) -> List[float]:
+def timed_interleaved(steps: Sequence[Callable[[], None]], n: int, warmup: int, device: torch.device) -> List[float]:
     """Seconds per call of each step (median of ``n``), the steps taking turns, so that a change of
     machine load during the run affects all of them alike."""
     for _ in range(warmup):
@@ -82,6 +99,7 @@ def forward_only(module: nn.Module, x: torch.Tensor, device: torch.device):
     def step() -> None:
         with torch.no_grad(), autocast_for(device, "auto"):
             module(x)
+
     return step
 
 
@@ -104,8 +122,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     overrides = (TINY if args.tiny else []) + list(args.set)
     cfg = load_config(args.preset, overrides)
-    tcfg = load_config(args.tokenizer, TINY_TOKENIZER if args.tiny else [f"data.img_size={cfg.data.img_size}"],
-                       schema=TokenizerConfig, kind="tokenizer")
+    tcfg = load_config(
+        args.tokenizer,
+        TINY_TOKENIZER if args.tiny else [f"data.img_size={cfg.data.img_size}"],
+        schema=TokenizerConfig,
+        kind="tokenizer",
+    )
     B, S = args.batch, cfg.data.img_size
     torch.manual_seed(0)
     fc = build_distiller(cfg, pretrained_teacher=False)
@@ -116,30 +138,54 @@ def main() -> None:
     masks = torch.stack([torch.from_numpy(gen(np.random.default_rng(i))) for i in range(B)]).to(device)
     x = images.float() / 255
     t_teacher, t_tokenizer, t_fc, t_code = timed_interleaved(
-        [forward_only(fc.teacher, x, device), forward_only(code.teacher, x, device),
-         make_step(fc, [images, masks], device, args.compile), make_step(code, [images, masks], device, args.compile)],
-        args.steps, args.warmup, device)
+        [
+            forward_only(fc.teacher, x, device),
+            forward_only(code.teacher, x, device),
+            make_step(fc, [images, masks], device, args.compile),
+            make_step(code, [images, masks], device, args.compile),
+        ],
+        args.steps,
+        args.warmup,
+        device,
+    )
     row: Dict[str, object] = {
-        "batch": B, "compile": args.compile, "fc_step_ms": 1e3 * t_fc, "code_step_ms": 1e3 * t_code,
-        "ratio_code_over_fc": t_code / t_fc, "teacher_fwd_ms": 1e3 * t_teacher, "tokenizer_fwd_ms": 1e3 * t_tokenizer,
-        "extra_ms": 1e3 * (t_code - t_fc), "tokenizer_minus_teacher_ms": 1e3 * (t_tokenizer - t_teacher),
-        "num_codes": code.teacher.dim, "teacher_dim": fc.teacher.dim}
+        "batch": B,
+        "compile": args.compile,
+        "fc_step_ms": 1e3 * t_fc,
+        "code_step_ms": 1e3 * t_code,
+        "ratio_code_over_fc": t_code / t_fc,
+        "teacher_fwd_ms": 1e3 * t_teacher,
+        "tokenizer_fwd_ms": 1e3 * t_tokenizer,
+        "extra_ms": 1e3 * (t_code - t_fc),
+        "tokenizer_minus_teacher_ms": 1e3 * (t_tokenizer - t_teacher),
+        "num_codes": code.teacher.dim,
+        "teacher_dim": fc.teacher.dim,
+    }
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     threads = torch.get_num_threads()
-    print(f"device: {where} ({threads} threads); torch {torch.__version__}; timm {timm.__version__}; "
-          f"preset {args.preset} {overrides}; tokenizer {args.tokenizer}")
-    print("| batch | fc step ms | code step ms | code/fc | teacher fwd ms | tokenizer fwd ms | extra ms | "
-          "tokenizer - teacher ms |")
+    print(
+        f"device: {where} ({threads} threads); torch {torch.__version__}; timm {timm.__version__}; "
+        f"preset {args.preset} {overrides}; tokenizer {args.tokenizer}"
+    )
+    print(
+        "| batch | fc step ms | code step ms | code/fc | teacher fwd ms | tokenizer fwd ms | extra ms | "
+        "tokenizer - teacher ms |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     r = row
-    print(f"| {r['batch']} | {r['fc_step_ms']:.1f} | {r['code_step_ms']:.1f} | {r['ratio_code_over_fc']:.3f} | "
-          f"{r['teacher_fwd_ms']:.1f} | {r['tokenizer_fwd_ms']:.1f} | {r['extra_ms']:.1f} | "
-          f"{r['tokenizer_minus_teacher_ms']:.1f} |")
+    print(
+        f"| {r['batch']} | {r['fc_step_ms']:.1f} | {r['code_step_ms']:.1f} | {r['ratio_code_over_fc']:.3f} | "
+        f"{r['teacher_fwd_ms']:.1f} | {r['tokenizer_fwd_ms']:.1f} | {r['extra_ms']:.1f} | "
+        f"{r['tokenizer_minus_teacher_ms']:.1f} |"
+    )
     if args.json:
         rows: List[Dict[str, object]] = [row]
         with open(args.json, "w") as f:
-            json.dump({"device": where, "threads": threads, "torch": torch.__version__, "rows": rows,
-                       "overrides": overrides}, f, indent=1)
+            json.dump(
+                {"device": where, "threads": threads, "torch": torch.__version__, "rows": rows, "overrides": overrides},
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Small input checks added after review: each names the problem and the fix."""
+
 import pytest
 import torch
 from PIL import Image

@@ -14,6 +14,7 @@ an image folder or one of the built-in shapes x textures sets.
 ``AnalysisData.subset(n, seed)`` picks the images an analysis uses: a seeded random subset (so a
 folder sorted by class is not reduced to its first class), the same for every model.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -24,8 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .folder import ImageFolder
-from .synthetic import SPLITS, ShapesTextures
+from maskdistill.data.folder import ImageFolder
+from maskdistill.data.synthetic import SPLITS, ShapesTextures
 
 BUILTIN_ALIASES = {"cue_conflict": "test"}
 BUILTIN_OPTIONS = ("label", "size", "seed", "images")
@@ -48,9 +49,14 @@ class AnalysisData:
         if self.kind == "folder":
             return ImageFolder(self.path, transform=transform)  # type: ignore[arg-type]
         n = int(self.options.get("images") or num_images or 1000)
-        return ShapesTextures(num_images=n, image_size=int(self.options.get("size", 64)),
-                              seed=int(self.options.get("seed", 0)), split=self.split,
-                              label=str(self.options.get("label", "shape")), transform=transform)
+        return ShapesTextures(
+            num_images=n,
+            image_size=int(self.options.get("size", 64)),
+            seed=int(self.options.get("seed", 0)),
+            split=self.split,
+            label=str(self.options.get("label", "shape")),
+            transform=transform,
+        )
 
     def subset(self, n: int, seed: int, transform: Optional[Callable] = None) -> Dataset:
         """``n`` images (all if fewer exist), chosen by ``seed``; the order is fixed by the seed too."""
@@ -63,9 +69,15 @@ class AnalysisData:
         return torch.utils.data.Subset(ds, [int(i) for i in order])
 
     def describe(self) -> Dict[str, Any]:
-        return {"data": self.spec, "kind": self.kind, "path": str(self.path) if self.path else None,
-                "split": self.split if self.kind == "builtin" else None, "options": dict(self.options),
-                "classes": list(self.classes), "labelled": self.labelled}
+        return {
+            "data": self.spec,
+            "kind": self.kind,
+            "path": str(self.path) if self.path else None,
+            "split": self.split if self.kind == "builtin" else None,
+            "options": dict(self.options),
+            "classes": list(self.classes),
+            "labelled": self.labelled,
+        }
 
 
 def _parse_options(text: str, spec: str) -> Dict[str, Any]:
@@ -73,8 +85,9 @@ def _parse_options(text: str, spec: str) -> Dict[str, Any]:
     for part in filter(None, text.split("&")):
         key, eq, value = part.partition("=")
         if not eq or key not in BUILTIN_OPTIONS:
-            raise ValueError(f"data {spec!r}: option {part!r} is not one of "
-                             f"{', '.join(k + '=...' for k in BUILTIN_OPTIONS)}.")
+            raise ValueError(
+                f"data {spec!r}: option {part!r} is not one of {', '.join(k + '=...' for k in BUILTIN_OPTIONS)}."
+            )
         opts[key] = value if key == "label" else int(value)
     return opts
 
@@ -84,21 +97,30 @@ def parse_data(spec: str) -> AnalysisData:
     the accepted forms."""
     spec = str(spec).strip()
     if spec == "builtin" or spec.startswith("builtin:"):
-        body = spec[len("builtin:"):] if spec.startswith("builtin:") else "val"
+        body = spec[len("builtin:") :] if spec.startswith("builtin:") else "val"
         name, _, query = body.partition("?")
         name = name or "val"
         split = BUILTIN_ALIASES.get(name, name)
         if split not in SPLITS:
-            raise ValueError(f"data {spec!r}: unknown built-in set {name!r}; use builtin:"
-                             f"{'|'.join(list(SPLITS) + list(BUILTIN_ALIASES))}.")
+            raise ValueError(
+                f"data {spec!r}: unknown built-in set {name!r}; use builtin:"
+                f"{'|'.join(list(SPLITS) + list(BUILTIN_ALIASES))}."
+            )
         opts = _parse_options(query, spec)
-        probe = ShapesTextures(num_images=1, image_size=int(opts.get("size", 64)), seed=int(opts.get("seed", 0)),
-                               split=split, label=str(opts.get("label", "shape")))  # validates the options
+        probe = ShapesTextures(
+            num_images=1,
+            image_size=int(opts.get("size", 64)),
+            seed=int(opts.get("seed", 0)),
+            split=split,
+            label=str(opts.get("label", "shape")),
+        )  # validates the options
         return AnalysisData(spec, "builtin", split=split, options=opts, classes=list(probe.classes), labelled=True)
     path = Path(spec).expanduser()
     if not path.is_dir():
-        raise FileNotFoundError(f"data {spec!r} is neither an image folder nor a built-in set; give a folder "
-                                f"of images (searched recursively) or builtin:val / builtin:cue_conflict.")
+        raise FileNotFoundError(
+            f"data {spec!r} is neither an image folder nor a built-in set; give a folder "
+            f"of images (searched recursively) or builtin:val / builtin:cue_conflict."
+        )
     folder = ImageFolder(path)  # raises when it holds no images
     return AnalysisData(spec, "folder", path=path, classes=list(folder.classes), labelled=bool(folder.classes))
 

@@ -9,9 +9,10 @@ draws an ordered pair (a, b), a != b -- every pair once per block of K(K-1) item
 and renders class a's shape filled with class b's texture on item i's geometry, colours and noise
 (``ShapesTextures.cue_conflict``, split ``"test"`` by default: images never seen in training). Its
 ``category`` is a (the shape, as in Geirhos et al.'s files) and its image id follows their naming
-``<shape><i>-<texture><i>.png`` with class names, so :func:`maskdistill.probes.shape_bias.shape_bias`
+``<shape><i>-<texture><i>.png`` with class names, so :func:`maskdistill.probes.decisions.shape_bias.shape_bias`
 reads the texture class from it.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, List, Optional
@@ -19,7 +20,7 @@ from typing import Any, Callable, List, Optional
 import numpy as np
 from torch.utils.data import Dataset
 
-from .synthetic import SHAPES, TEXTURES, ShapesTextures
+from maskdistill.data.synthetic import SHAPES, TEXTURES, ShapesTextures
 
 _PAIR_KEY = 20  # seeds the pair order apart from the streams synthetic.py uses (keys 0-2 and 10-12)
 
@@ -29,17 +30,29 @@ class BuiltinCueConflict(Dataset):
 
     dataset = "builtin-cue-conflict"
 
-    def __init__(self, num_images: int = 450, image_size: int = 64, seed: int = 0, split: str = "test",
-                 num_classes: int = 10, transform: Optional[Callable] = None) -> None:
+    def __init__(
+        self,
+        num_images: int = 450,
+        image_size: int = 64,
+        seed: int = 0,
+        split: str = "test",
+        num_classes: int = 10,
+        transform: Optional[Callable] = None,
+    ) -> None:
         if not 2 <= num_classes <= min(len(SHAPES), len(TEXTURES)):
             raise ValueError(f"num_classes={num_classes}: use 2..{min(len(SHAPES), len(TEXTURES))}.")
-        self.base = ShapesTextures(num_images, image_size=image_size, seed=seed, split=split,
-                                   num_shapes=num_classes, num_textures=num_classes)
+        self.base = ShapesTextures(
+            num_images, image_size=image_size, seed=seed, split=split, num_shapes=num_classes, num_textures=num_classes
+        )
         k = num_classes
         pairs = np.array([(a, b) for a in range(k) for b in range(k) if a != b], dtype=np.int64)  # (K(K-1), 2)
         blocks = -(-num_images // len(pairs))
-        order = np.concatenate([np.random.default_rng([seed, self.base.split_id + _PAIR_KEY, n]).permutation(len(pairs))
-                                for n in range(blocks)])[:num_images]
+        order = np.concatenate(
+            [
+                np.random.default_rng([seed, self.base.split_id + _PAIR_KEY, n]).permutation(len(pairs))
+                for n in range(blocks)
+            ]
+        )[:num_images]
         self.shape_labels: np.ndarray = pairs[order, 0]
         self.texture_labels: np.ndarray = pairs[order, 1]
         self.classes: List[str] = list(SHAPES[:k])
@@ -63,8 +76,10 @@ class BuiltinCueConflict(Dataset):
 
     @property
     def image_ids(self) -> List[str]:
-        return [f"{self.classes[a]}{i}-{self.classes[b]}{i}.png"
-                for i, (a, b) in enumerate(zip(self.shape_labels, self.texture_labels))]
+        return [
+            f"{self.classes[a]}{i}-{self.classes[b]}{i}.png"
+            for i, (a, b) in enumerate(zip(self.shape_labels, self.texture_labels))
+        ]
 
 
 __all__ = ["BuiltinCueConflict"]

@@ -25,6 +25,7 @@ the mean pixel value of the original image set). False colour assumes a linear d
 original used a measured monitor gamma table that is not public. Random distortions take a
 ``torch.Generator`` for reproducibility.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,61 +34,26 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from maskdistill.data.grey import LUMA, as_batch, grey_op, luminance, out_like
+
 BG_GREY = 0.4423  # mean pixel value of the original image set (border of the Gaussian filters)
-LUMA = (0.2125, 0.7154, 0.0721)  # ITU-R BT.709 luminance weights (skimage.color.rgb2gray)
 NOISE_CONTRAST = 0.3  # the uniform-noise images were first reduced to 30 % contrast
 
 
-def as_batch(x: torch.Tensor, name: str = "image", check_range: bool = True) -> Tuple[torch.Tensor, bool]:
-    """(C, H, W) or (B, C, H, W) float in [0, 1] -> (B, C, H, W) and whether a batch dim was added."""
-    if not torch.is_tensor(x) or not x.is_floating_point():
-        raise TypeError(f"{name} must be a float tensor in [0, 1] (convert uint8 with x.float() / 255).")
-    if x.ndim not in (3, 4):
-        raise ValueError(f"{name} must be (C, H, W) or (B, C, H, W), got shape {tuple(x.shape)}.")
-    if check_range and x.numel() and (float(x.min()) < -1e-6 or float(x.max()) > 1 + 1e-6):
-        raise ValueError(f"{name} values must lie in [0, 1] (got [{float(x.min()):.3g}, {float(x.max()):.3g}]); "
-                         f"distort before normalising with mean/std.")
-    return (x.unsqueeze(0), True) if x.ndim == 3 else (x, False)
-
-
-def _out(x: torch.Tensor, squeezed: bool) -> torch.Tensor:
-    return x.squeeze(0) if squeezed else x
-
-
-def luminance(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, 1, H, W) grey level (1-channel input passes through)."""
-    if x.shape[1] == 1:
-        return x
-    if x.shape[1] != 3:
-        raise ValueError(f"greyscale conversion needs 1 or 3 channels, got {x.shape[1]}.")
-    if torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2]):
-        return x[:, :1]  # already grey: kept bit for bit (the weights' float sum is not exactly 1)
-    w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(dim=1, keepdim=True)
-
-
-def _grey_op(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """Lift ``fn`` on (B, 1, H, W) grey planes to images: greyscale, apply, replicate channels."""
-    def wrapped(x: torch.Tensor) -> torch.Tensor:
-        xb, sq = as_batch(x)
-        g = fn(luminance(xb))
-        return _out(g.expand(-1, xb.shape[1], -1, -1).contiguous(), sq)
-    return wrapped
-
-
 def greyscale(x: torch.Tensor) -> torch.Tensor:
-    return _grey_op(lambda g: g)(x)
+    return grey_op(lambda g: g)(x)
 
 
 def contrast(x: torch.Tensor, level: float) -> torch.Tensor:
     """Greyscale, then (1 - c)/2 + c * x: the deviation from mid-grey 0.5 is scaled by c in [0, 1]."""
     if not 0.0 <= level <= 1.0:
         raise ValueError(f"contrast level must lie in [0, 1], got {level}.")
-    return _grey_op(lambda g: (1.0 - level) / 2.0 + level * g)(x)
+    return grey_op(lambda g: (1.0 - level) / 2.0 + level * g)(x)
 
 
-def uniform_noise(x: torch.Tensor, width: float, generator: Optional[torch.Generator] = None,
-                  contrast_level: float = NOISE_CONTRAST) -> torch.Tensor:
+def uniform_noise(
+    x: torch.Tensor, width: float, generator: Optional[torch.Generator] = None, contrast_level: float = NOISE_CONTRAST
+) -> torch.Tensor:
     """Greyscale at ``contrast_level`` plus noise uniform in [-width, width] per pixel, clipped to [0, 1]."""
     if width < 0:
         raise ValueError(f"noise width must be >= 0, got {width}.")
@@ -96,7 +62,8 @@ def uniform_noise(x: torch.Tensor, width: float, generator: Optional[torch.Gener
         g = (1.0 - contrast_level) / 2.0 + contrast_level * g
         u = torch.rand(g.shape, generator=generator, dtype=g.dtype, device="cpu").to(g.device)
         return (g + (2.0 * u - 1.0) * width).clamp(0.0, 1.0)
-    return _grey_op(fn)(x)
+
+    return grey_op(fn)(x)
 
 
 def gaussian_blur(g: torch.Tensor, sigma: float, border: float = BG_GREY) -> torch.Tensor:
@@ -117,7 +84,7 @@ def low_pass(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Greyscale, Gaussian low-pass with standard deviation ``sigma`` px (0 = unfiltered), clipped."""
     if sigma < 0:
         raise ValueError(f"low-pass sigma must be >= 0, got {sigma}.")
-    return _grey_op(lambda g: gaussian_blur(g, sigma).clamp(0.0, 1.0))(x)
+    return grey_op(lambda g: gaussian_blur(g, sigma).clamp(0.0, 1.0))(x)
 
 
 def high_pass(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -130,7 +97,8 @@ def high_pass(x: torch.Tensor, sigma: float) -> torch.Tensor:
     def fn(g: torch.Tensor) -> torch.Tensor:
         h = g - gaussian_blur(g, sigma)
         return (h + (BG_GREY - h.mean(dim=(2, 3), keepdim=True))).clamp(0.0, 1.0)
-    return _grey_op(fn)(x)
+
+    return grey_op(fn)(x)
 
 
 def _conjugate_index(h: int, w: int, device: torch.device) -> torch.Tensor:
@@ -143,6 +111,7 @@ def _conjugate_index(h: int, w: int, device: torch.device) -> torch.Tensor:
 def phase_scrambling(x: torch.Tensor, width: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Greyscale; add uniform noise in [-width, width] degrees to every Fourier phase, with opposite
     shifts for conjugate frequencies (the image stays real) and none for self-conjugate ones; clipped."""
+
     def fn(g: torch.Tensor) -> torch.Tensor:
         b, _, h, w = g.shape
         f = torch.fft.fft2(g.double())
@@ -154,7 +123,8 @@ def phase_scrambling(x: torch.Tensor, width: float, generator: Optional[torch.Ge
         shift = torch.where(idx < conj, noise, -noise[..., conj]) * (idx != conj)
         f = f * torch.polar(torch.ones_like(shift), shift).view(b, 1, h, w)
         return torch.fft.ifft2(f).real.to(g.dtype).clamp(0.0, 1.0)
-    return _grey_op(fn)(x)
+
+    return grey_op(fn)(x)
 
 
 def amplitude_spectrum(x: torch.Tensor) -> torch.Tensor:
@@ -171,21 +141,28 @@ def mean_amplitude_spectrum(images: torch.Tensor) -> torch.Tensor:
 def power_equalisation(x: torch.Tensor, target_amplitude: torch.Tensor, clip: bool = True) -> torch.Tensor:
     """Greyscale; keep each image's Fourier phases, set the amplitudes to ``target_amplitude`` (H, W,
     unshifted layout, e.g. :func:`mean_amplitude_spectrum` of the image set); clipped unless ``clip=False``."""
+
     def fn(g: torch.Tensor) -> torch.Tensor:
         if tuple(target_amplitude.shape) != tuple(g.shape[-2:]):
-            raise ValueError(f"target amplitude spectrum {tuple(target_amplitude.shape)} does not match the image size "
-                             f"{tuple(g.shape[-2:])}; compute it with mean_amplitude_spectrum on same-size images.")
+            raise ValueError(
+                f"target amplitude spectrum {tuple(target_amplitude.shape)} does not match the image size "
+                f"{tuple(g.shape[-2:])}; compute it with mean_amplitude_spectrum on same-size images."
+            )
         f = torch.fft.fft2(g.double())
         out = torch.fft.ifft2(torch.polar(target_amplitude.to(f.device, torch.float64).expand_as(f), f.angle())).real
         out = out.to(g.dtype)
         return out.clamp(0.0, 1.0) if clip else out
-    return _grey_op(fn)(x)
+
+    return grey_op(fn)(x)
 
 
 # Cone fundamentals of the display primaries (RGB -> LMS) and the LMS -> opponent (DKL) matrix used
 # for the false-colour images (Geirhos et al. 2018; Brainard 1996), and the white point in LMS.
-_RGB2LMS = ((0.1619982647, 0.208049264, 0.0389347448), (0.0330275785, 0.2496504557, 0.0618343518),
-            (0.0015524055, 0.0198861001, 0.1890224274))
+_RGB2LMS = (
+    (0.1619982647, 0.208049264, 0.0389347448),
+    (0.0330275785, 0.2496504557, 0.0618343518),
+    (0.0015524055, 0.0198861001, 0.1890224274),
+)
 _LMS2DKL = ((9.27590805, 9.27590805, 0.0), (7.86421647, -9.33587662, 0.0), (-3.39709047, -3.39709047, 12.16230246))
 _WHITE_LMS = (0.20449114, 0.17225619, 0.10523047)
 
@@ -203,14 +180,14 @@ def false_colour(x: torch.Tensor) -> torch.Tensor:
     t = torch.linalg.inv(m) @ torch.linalg.inv(n) @ flip @ n  # LMS contrast -> RGB
     lms = torch.einsum("ij,bjhw->bihw", m, xb.double()) - white
     rgb = torch.einsum("ij,bjhw->bihw", t, lms) + torch.einsum("ij,bjhw->bihw", torch.linalg.inv(m), white)
-    return _out(rgb.to(xb.dtype).clamp(0.0, 1.0), sq)
+    return out_like(rgb.to(xb.dtype).clamp(0.0, 1.0), sq)
 
 
 def rotate(x: torch.Tensor, degrees: int) -> torch.Tensor:
     """Greyscale, rotate counter-clockwise by a multiple of 90 degrees."""
     if int(degrees) % 90:
         raise ValueError(f"rotation is by multiples of 90 degrees (0, 90, 180, 270), got {degrees}.")
-    return _grey_op(lambda g: torch.rot90(g, k=(int(degrees) // 90) % 4, dims=(-2, -1)))(x)
+    return grey_op(lambda g: torch.rot90(g, k=(int(degrees) // 90) % 4, dims=(-2, -1)))(x)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -218,9 +195,11 @@ def rotate(x: torch.Tensor, degrees: int) -> torch.Tensor:
 # transform each one names. ``apply_condition("contrast", x, "c05")`` == ``contrast(x, 0.05)``.
 def _eidolon_level(coherence_tag: str) -> Callable[..., torch.Tensor]:
     def fn(x: torch.Tensor, cond: str, generator: Optional[torch.Generator]) -> torch.Tensor:
-        from .eidolon import eidolon  # eidolon.py builds on this module
+        from maskdistill.data.eidolon import eidolon  # eidolon.py builds on this module
+
         reach, coh, grain = (float(v) for v in cond.split("-"))
         return eidolon(x, reach, coh / 10.0, grain, generator=generator)
+
     return fn
 
 
@@ -247,13 +226,20 @@ _APPLY: Dict[str, Callable[..., torch.Tensor]] = {
     "phase-scrambling": lambda x, c, g: phase_scrambling(x, float(c), generator=g),
     "false-colour": lambda x, c, g: x.clone() if c == "true" else false_colour(x),
     "rotation": lambda x, c, g: rotate(x, int(c)),
-    "eidolonI": _eidolon_level("10"), "eidolonII": _eidolon_level("3"), "eidolonIII": _eidolon_level("0"),
+    "eidolonI": _eidolon_level("10"),
+    "eidolonII": _eidolon_level("3"),
+    "eidolonIII": _eidolon_level("0"),
     "uniform-noise": lambda x, c, g: uniform_noise(x, float(c), generator=g),
 }
 
 
-def apply_condition(dataset: str, x: torch.Tensor, condition: str, generator: Optional[torch.Generator] = None,
-                    target_amplitude: Optional[torch.Tensor] = None) -> torch.Tensor:
+def apply_condition(
+    dataset: str,
+    x: torch.Tensor,
+    condition: str,
+    generator: Optional[torch.Generator] = None,
+    target_amplitude: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """Distort images ``x`` as condition ``condition`` of parametric ``dataset`` (see ``CONDITIONS``).
     Power equalisation needs ``target_amplitude`` (:func:`mean_amplitude_spectrum` of the image set)."""
     if dataset not in CONDITIONS:
@@ -275,6 +261,24 @@ def apply_condition(dataset: str, x: torch.Tensor, condition: str, generator: Op
     return _APPLY[dataset](x, cond, generator)
 
 
-__all__ = ["BG_GREY", "CONDITIONS", "apply_condition", "LUMA", "NOISE_CONTRAST", "amplitude_spectrum", "as_batch", "contrast", "false_colour",
-           "gaussian_blur", "greyscale", "high_pass", "low_pass", "luminance", "mean_amplitude_spectrum",
-           "phase_scrambling", "power_equalisation", "rotate", "uniform_noise"]
+__all__ = [
+    "BG_GREY",
+    "CONDITIONS",
+    "apply_condition",
+    "LUMA",
+    "NOISE_CONTRAST",
+    "amplitude_spectrum",
+    "as_batch",
+    "contrast",
+    "false_colour",
+    "gaussian_blur",
+    "greyscale",
+    "high_pass",
+    "low_pass",
+    "luminance",
+    "mean_amplitude_spectrum",
+    "phase_scrambling",
+    "power_equalisation",
+    "rotate",
+    "uniform_noise",
+]

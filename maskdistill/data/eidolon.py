@@ -26,6 +26,7 @@ Differences from the factory: the factory works on 256-px pictures, here displac
 the given image; the factory's zero-mean step has a typo (``c - m/v``), here fields are plainly centred;
 the random numbers differ (torch generator). The output is greyscale, as the original stimuli.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,7 +34,7 @@ from typing import List, Optional
 
 import torch
 
-from .distortions import _grey_op
+from maskdistill.data.grey import grey_op
 
 MIN_SIGMA = 1.0 / math.sqrt(2.0)
 SIGMA_FACTOR = math.sqrt(2.0)
@@ -53,7 +54,7 @@ def _gauss_transfer(h: int, w: int, sigma: float, device: torch.device) -> torch
     """FFT transfer function of a unit-mass Gaussian of std ``sigma`` px on an (h, w) periodic grid."""
     fy = torch.fft.fftfreq(h, device=device).view(-1, 1)
     fx = torch.fft.fftfreq(w, device=device).view(1, -1)
-    return torch.exp(-2.0 * math.pi ** 2 * sigma ** 2 * (fx ** 2 + fy ** 2))
+    return torch.exp(-2.0 * math.pi**2 * sigma**2 * (fx**2 + fy**2))
 
 
 def _blur(plane_f: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -92,12 +93,15 @@ def _disarray(plane: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, reach: fl
     return plane.flatten(1).gather(1, (r * w + c).flatten(1)).view(b, h, w)
 
 
-def eidolon(x: torch.Tensor, reach: float, coherence: float, grain: float = 10.0,
-            generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def eidolon(
+    x: torch.Tensor, reach: float, coherence: float, grain: float = 10.0, generator: Optional[torch.Generator] = None
+) -> torch.Tensor:
     """Partially coherent disarray of ``x`` ((C, H, W) or (B, C, H, W) in [0, 1]); greyscale output."""
     if reach < 0 or not 0.0 <= coherence <= 1.0 or grain <= 0:
-        raise ValueError(f"eidolon needs reach >= 0, coherence in [0, 1] and grain > 0; got reach={reach}, "
-                         f"coherence={coherence}, grain={grain}.")
+        raise ValueError(
+            f"eidolon needs reach >= 0, coherence in [0, 1] and grain > 0; got reach={reach}, "
+            f"coherence={coherence}, grain={grain}."
+        )
 
     def fn(g: torch.Tensor) -> torch.Tensor:
         b, _, h, w = g.shape
@@ -111,7 +115,8 @@ def eidolon(x: torch.Tensor, reach: float, coherence: float, grain: float = 10.0
         fx = _fields(fat.shape, sigmas, coherence, grain, generator, g.device)
         out = sum(_disarray(s, dy, dx, reach) for s, dy, dx in zip(slices, fy, fx))
         return out[:, :h, :w].unsqueeze(1).to(g.dtype).clamp(0.0, 1.0)
-    return _grey_op(fn)(x)
+
+    return grey_op(fn)(x)
 
 
 __all__ = ["eidolon", "scale_levels"]

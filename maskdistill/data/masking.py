@@ -83,15 +83,24 @@ class BlockwiseMasking(MaskGenerator):
     each time an unmasked cell with the most masked 4-neighbours, so masks stay compact.
     """
 
-    def __init__(self, grid: Sequence[int], num_masked: int, min_block: int = 16,
-                 max_block: int | None = None, min_aspect: float = 0.3,
-                 max_aspect: float | None = None, attempts: int = 10) -> None:
+    def __init__(
+        self,
+        grid: Sequence[int],
+        num_masked: int,
+        min_block: int = 16,
+        max_block: int | None = None,
+        min_aspect: float = 0.3,
+        max_aspect: float | None = None,
+        attempts: int = 10,
+    ) -> None:
         self.grid = _check_grid(grid)
         n_cells = self.grid[0] * self.grid[1]
         num_masked = operator.index(num_masked)
         if not 0 <= num_masked <= n_cells:
-            raise ValueError(f"num_masked={num_masked} must be in [0, H*W={n_cells}] for grid "
-                             f"{self.grid}; lower it (75 of 196 is BEiT's default for 14x14)")
+            raise ValueError(
+                f"num_masked={num_masked} must be in [0, H*W={n_cells}] for grid "
+                f"{self.grid}; lower it (75 of 196 is BEiT's default for 14x14)"
+            )
         if min_block < 1:
             raise ValueError(f"min_block must be >= 1, got {min_block}")
         # BEiT's default cap is the whole budget; a cap below min_block could never be met.
@@ -100,11 +109,15 @@ class BlockwiseMasking(MaskGenerator):
             raise ValueError(f"max_block={max_block} < min_block={min_block}; raise max_block")
         max_aspect = 1.0 / min_aspect if max_aspect is None and min_aspect > 0 else max_aspect
         if min_aspect <= 0 or max_aspect is None or max_aspect <= 0:
-            raise ValueError(f"aspect ratios must be > 0, got min_aspect={min_aspect}, "
-                             f"max_aspect={max_aspect}; BEiT uses 0.3 and 1/0.3")
+            raise ValueError(
+                f"aspect ratios must be > 0, got min_aspect={min_aspect}, "
+                f"max_aspect={max_aspect}; BEiT uses 0.3 and 1/0.3"
+            )
         if min_aspect > max_aspect:
-            raise ValueError(f"min_aspect={min_aspect} > max_aspect={max_aspect} (max_aspect defaults "
-                             f"to 1/min_aspect); pass min_aspect <= 1 or an explicit larger max")
+            raise ValueError(
+                f"min_aspect={min_aspect} > max_aspect={max_aspect} (max_aspect defaults "
+                f"to 1/min_aspect); pass min_aspect <= 1 or an explicit larger max"
+            )
         self.num_masked, self.min_block, self.max_block = num_masked, int(min_block), int(max_block)
         self.min_aspect, self.max_aspect = float(min_aspect), float(max_aspect)
         self.attempts = int(attempts)
@@ -125,15 +138,14 @@ class BlockwiseMasking(MaskGenerator):
             if rect is None:
                 break  # stalled: the remainder goes to the fill phase
             t, l, h, w = rect
-            count += h * w - int(mask[t:t + h, l:l + w].sum())
-            mask[t:t + h, l:l + w] = True
+            count += h * w - int(mask[t : t + h, l : l + w].sum())
+            mask[t : t + h, l : l + w] = True
             rects.append(rect)
         if count < self.num_masked:
             rects += self._fill(mask, self.num_masked - count, rng)
         return mask, rects
 
-    def _place_block(self, mask: np.ndarray, remaining: int,
-                     rng: np.random.Generator) -> Rect | None:
+    def _place_block(self, mask: np.ndarray, remaining: int, rng: np.random.Generator) -> Rect | None:
         H, W = self.grid
         k = self.attempts
         # Draw every attempt's randomness in four vectorised calls: per-scalar rng calls dominate.
@@ -150,7 +162,7 @@ class BlockwiseMasking(MaskGenerator):
             if not (1 <= h <= H and 1 <= w <= W):
                 continue
             t, l = int(pos[i, 0] * (H - h + 1)), int(pos[i, 1] * (W - w + 1))
-            new = h * w - int(mask[t:t + h, l:l + w].sum())
+            new = h * w - int(mask[t : t + h, l : l + w].sum())
             if 0 < new <= remaining:
                 return t, l, h, w
         return None
@@ -171,10 +183,17 @@ class BlockwiseMasking(MaskGenerator):
         return rects
 
 
-def make_mask_generator(kind: str, grid: Sequence[int], *, num_masked: int = 75,
-                        min_block: int = 16, max_block: int | None = None,
-                        min_aspect: float = 0.3, max_aspect: float | None = None,
-                        ratio: float = 0.4) -> MaskGenerator:
+def make_mask_generator(
+    kind: str,
+    grid: Sequence[int],
+    *,
+    num_masked: int = 75,
+    min_block: int = 16,
+    max_block: int | None = None,
+    min_aspect: float = 0.3,
+    max_aspect: float | None = None,
+    ratio: float = 0.4,
+) -> MaskGenerator:
     """Build a generator by name: ``blockwise`` uses num_masked/min_block/max_block/aspects,
     ``random`` uses ratio, ``none`` uses neither."""
     if kind == "blockwise":

@@ -3,6 +3,7 @@ seed derived from (run seed, epoch, dataset index) alone. The same global batch 
 same pixels and masks whatever the number of DataLoader workers or DDP processes, and a run resumed
 at step k sees exactly the batches an uninterrupted run would (exact resume).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -13,6 +14,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
+
+from maskdistill.errors import RunStopped
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +52,9 @@ class SeededSamples(Dataset):
     can warn and stop past a configured share.
     """
 
-    def __init__(self, base: Dataset, transform: Callable, mask_gen: Optional[Callable], seed: int,
-                 max_tries: int = 50) -> None:
+    def __init__(
+        self, base: Dataset, transform: Callable, mask_gen: Optional[Callable], seed: int, max_tries: int = 50
+    ) -> None:
         self.base, self.transform, self.mask_gen, self.seed = base, transform, mask_gen, seed
         self.max_tries = max_tries
 
@@ -73,8 +77,10 @@ class SeededSamples(Dataset):
                 bad += 1
                 log.warning("skipping unreadable image %s (%s)", self._describe(i), e)
         else:
-            raise RuntimeError(f"{self.max_tries} consecutive unreadable images from index {index}; "
-                               f"check the data folder for corrupt files.")
+            raise RunStopped(
+                f"{self.max_tries} consecutive unreadable images from index {index}; "
+                f"check the data folder for corrupt files."
+            )
         with seeded_rngs(s):
             image = self.transform(img)
         out: Dict[str, object] = {"image": image, "label": int(label), "bad": bad}
@@ -91,14 +97,27 @@ class StepBatchSampler(Sampler[List[Tuple[int, int]]]):
     share, split into ``accum`` micro-batches.
     """
 
-    def __init__(self, n: int, global_batch: int, seed: int, rank: int = 0, world: int = 1,
-                 accum: int = 1, start_step: int = 0, shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        n: int,
+        global_batch: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        accum: int = 1,
+        start_step: int = 0,
+        shuffle: bool = True,
+    ) -> None:
         if global_batch % (world * accum):
-            raise ValueError(f"global batch {global_batch} is not divisible by processes x accumulation "
-                             f"steps = {world} x {accum}; pick train.batch_size accordingly.")
+            raise ValueError(
+                f"global batch {global_batch} is not divisible by processes x accumulation "
+                f"steps = {world} x {accum}; pick train.batch_size accordingly."
+            )
         if n < global_batch:
-            raise ValueError(f"the data has {n} images, fewer than one global batch of {global_batch}; "
-                             f"lower train.batch_size or add images.")
+            raise ValueError(
+                f"the data has {n} images, fewer than one global batch of {global_batch}; "
+                f"lower train.batch_size or add images."
+            )
         self.n, self.G, self.seed, self.rank, self.world = n, global_batch, seed, rank, world
         self.accum, self.start_step, self.shuffle = accum, start_step, shuffle
         self.steps_per_epoch = n // global_batch
@@ -115,11 +134,11 @@ class StepBatchSampler(Sampler[List[Tuple[int, int]]]):
         step = self.start_step
         while True:
             epoch, b = divmod(step, self.steps_per_epoch)
-            glob = self._permutation(epoch)[b * self.G:(b + 1) * self.G]
-            local = glob[self.rank * self.micro * self.accum:(self.rank + 1) * self.micro * self.accum]
+            glob = self._permutation(epoch)[b * self.G : (b + 1) * self.G]
+            local = glob[self.rank * self.micro * self.accum : (self.rank + 1) * self.micro * self.accum]
             for a in range(self.accum):
-                yield [(int(i), epoch) for i in local[a * self.micro:(a + 1) * self.micro]]
+                yield [(int(i), epoch) for i in local[a * self.micro : (a + 1) * self.micro]]
             step += 1
 
     def __len__(self) -> int:  # DataLoader asks; the stream is open-ended
-        return 2 ** 62
+        return 2**62

@@ -12,6 +12,7 @@ alone, so pixels are bitwise identical whatever the read order or number of Data
 Rendered items are kept in a per-process cache (up to ``CACHE_BYTES``, 256 MB: 20,000 images of
 64 px): the demo and the tests read the same few thousand images in every epoch of several runs.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -25,11 +26,30 @@ from PIL import Image
 # coarsely: at the 8 px patch level of a small ViT (no hexagon: too close to a circle; no star or
 # heart: their spikes and cusp are finer than a patch and a ViT learnt them slowly; square vs
 # diamond stay 35 deg and an aspect apart).
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "tee",
-                           "ring", "diamond", "crescent", "cup", "hourglass")
-TEXTURES: tuple[str, ...] = ("horizontal_stripes", "vertical_stripes", "diagonal_stripes",
-                             "checkerboard", "dots", "grid", "concentric_rings", "waves",
-                             "speckle", "zigzag")
+SHAPES: tuple[str, ...] = (
+    "circle",
+    "square",
+    "triangle",
+    "cross",
+    "tee",
+    "ring",
+    "diamond",
+    "crescent",
+    "cup",
+    "hourglass",
+)
+TEXTURES: tuple[str, ...] = (
+    "horizontal_stripes",
+    "vertical_stripes",
+    "diagonal_stripes",
+    "checkerboard",
+    "dots",
+    "grid",
+    "concentric_rings",
+    "waves",
+    "speckle",
+    "zigzag",
+)
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 CACHE_BYTES = 256 * 2**20
 _CACHE: dict[tuple[int, ...], np.ndarray] = {}  # (seed, split, index, size, shape, texture) -> pixels
@@ -53,7 +73,7 @@ def _shape_mask(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     au, av = np.abs(u), np.abs(v)
     name = SHAPES[shape]
     if name == "circle":
-        return u * u + v * v <= 0.85 ** 2
+        return u * u + v * v <= 0.85**2
     if name == "square":
         return np.maximum(au, av) <= 0.7
     if name == "triangle":  # equilateral, apex up; v shifted so the box is centred
@@ -65,11 +85,11 @@ def _shape_mask(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         return ((av <= 0.85) & (au <= 0.27)) | ((v >= -0.85) & (v <= -0.3) & (au <= 0.85))
     if name == "ring":
         r2 = u * u + v * v
-        return (r2 <= 0.92 ** 2) & (r2 >= 0.5 ** 2)
+        return (r2 <= 0.92**2) & (r2 >= 0.5**2)
     if name == "diamond":  # taller than wide, so it is not just a rotated square
         return au / 0.62 + av / 0.95 <= 1.0
     if name == "crescent":
-        return (u * u + v * v <= 0.9 ** 2) & ((u - 0.42) ** 2 + v * v >= 0.72 ** 2)
+        return (u * u + v * v <= 0.9**2) & ((u - 0.42) ** 2 + v * v >= 0.72**2)
     if name == "cup":  # a U: square with a notch open to the top
         return (au <= 0.8) & (av <= 0.8) & ~((au <= 0.35) & (v <= 0.35))
     if name == "hourglass":  # two triangles tip to tip, vertical
@@ -77,9 +97,18 @@ def _shape_mask(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown shape index {shape}")
 
 
-def _texture_mask(texture: int, a: np.ndarray, b: np.ndarray, X: np.ndarray, Y: np.ndarray,
-                  cx: float, cy: float, period: float, phase: float,
-                  rng: np.random.Generator) -> np.ndarray:
+def _texture_mask(
+    texture: int,
+    a: np.ndarray,
+    b: np.ndarray,
+    X: np.ndarray,
+    Y: np.ndarray,
+    cx: float,
+    cy: float,
+    period: float,
+    phase: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Two-colour pattern; a, b are (slightly rotated) coordinates in units of the period."""
     name = TEXTURES[texture]
     fa, fb = a - np.floor(a), b - np.floor(b)
@@ -95,7 +124,7 @@ def _texture_mask(texture: int, a: np.ndarray, b: np.ndarray, X: np.ndarray, Y: 
     if name == "dots":  # small dots on a staggered lattice: not the inverse of the grid
         row = np.floor(b)
         ga = a + 0.5 * (row % 2)
-        return (ga - np.floor(ga) - 0.5) ** 2 + (fb - 0.5) ** 2 < 0.26 ** 2
+        return (ga - np.floor(ga) - 0.5) ** 2 + (fb - 0.5) ** 2 < 0.26**2
     if name == "grid":  # thin lines, so it stays a grid whichever colour is on top
         return (fa < 0.2) | (fb < 0.2)
     if name == "concentric_rings":  # centred on the shape, so it reads as rings not stripes
@@ -130,8 +159,7 @@ def _colours(rng: np.random.Generator) -> np.ndarray:
     return np.stack([grey, 80.0 * c[1], 90.0 + 70.0 * c[2]])
 
 
-def render_with_mask(shape: int, texture: int, size: int,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def render_with_mask(shape: int, texture: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Render one image and its (size, size) bool foreground (silhouette) mask.
 
     Random numbers are drawn in a fixed order that does not depend on the classes (geometry,
@@ -174,33 +202,48 @@ class ShapesTextures(torch.utils.data.Dataset):
     shape and texture are independent, and an item's labels do not depend on ``num_images``.
     """
 
-    def __init__(self, num_images: int = 5000, image_size: int = 64, seed: int = 0,
-                 split: str = "train", num_shapes: int = 10, num_textures: int = 10,
-                 label: str = "shape", transform: Callable[[Image.Image], Any] | None = None):
+    def __init__(
+        self,
+        num_images: int = 5000,
+        image_size: int = 64,
+        seed: int = 0,
+        split: str = "train",
+        num_shapes: int = 10,
+        num_textures: int = 10,
+        label: str = "shape",
+        transform: Callable[[Image.Image], Any] | None = None,
+    ):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}: use one of {sorted(SPLITS)}")
         if label not in ("shape", "texture"):
             raise ValueError(f"unknown label {label!r}: use 'shape' or 'texture'")
         if not 1 <= num_shapes <= len(SHAPES):
-            raise ValueError(f"num_shapes={num_shapes} is out of range: use 1..{len(SHAPES)} "
-                             f"(there are only {len(SHAPES)} shapes: {SHAPES})")
+            raise ValueError(
+                f"num_shapes={num_shapes} is out of range: use 1..{len(SHAPES)} "
+                f"(there are only {len(SHAPES)} shapes: {SHAPES})"
+            )
         if not 1 <= num_textures <= len(TEXTURES):
-            raise ValueError(f"num_textures={num_textures} is out of range: use "
-                             f"1..{len(TEXTURES)} (there are only {len(TEXTURES)} textures)")
+            raise ValueError(
+                f"num_textures={num_textures} is out of range: use "
+                f"1..{len(TEXTURES)} (there are only {len(TEXTURES)} textures)"
+            )
         if image_size < 16:
-            raise ValueError(f"image_size={image_size} is too small for recognisable shapes and "
-                             "textures: use image_size >= 16 (64 is the default)")
+            raise ValueError(
+                f"image_size={image_size} is too small for recognisable shapes and "
+                "textures: use image_size >= 16 (64 is the default)"
+            )
         if num_images < 1:
             raise ValueError(f"num_images={num_images}: use a positive number of images")
-        if not 0 <= seed < 2 ** 32:
+        if not 0 <= seed < 2**32:
             raise ValueError(f"seed={seed}: use an integer in [0, 2**32)")  # keeps keys 3 words
         self.num_images, self.image_size, self.seed = int(num_images), int(image_size), int(seed)
         self.split, self.split_id, self.label = split, SPLITS[split], label
         self.num_shapes, self.num_textures, self.transform = num_shapes, num_textures, transform
         block = num_shapes * num_textures
         key = self.split_id + _LABEL_KEY
-        pairs = [np.random.default_rng([self.seed, key, k]).permutation(block)
-                 for k in range(-(-self.num_images // block))]
+        pairs = [
+            np.random.default_rng([self.seed, key, k]).permutation(block) for k in range(-(-self.num_images // block))
+        ]
         pair = np.concatenate(pairs)[: self.num_images].astype(np.int64)
         self.shape_labels: np.ndarray = pair // num_textures
         self.texture_labels: np.ndarray = pair % num_textures
@@ -221,8 +264,10 @@ class ShapesTextures(torch.utils.data.Dataset):
     def cue_conflict(self, shape: int, texture: int, index: int) -> Image.Image:
         """Item ``index``'s geometry, colours and noise with the given (shape, texture) pair."""
         if not (0 <= shape < self.num_shapes and 0 <= texture < self.num_textures):
-            raise ValueError(f"(shape, texture)=({shape}, {texture}) out of range: use shape < "
-                             f"{self.num_shapes} and texture < {self.num_textures}")
+            raise ValueError(
+                f"(shape, texture)=({shape}, {texture}) out of range: use shape < "
+                f"{self.num_shapes} and texture < {self.num_textures}"
+            )
         key = (self.seed, self.split_id, int(index), self.image_size, int(shape), int(texture))
         pixels = _CACHE.get(key)
         if pixels is None:
@@ -237,8 +282,7 @@ class ShapesTextures(torch.utils.data.Dataset):
         index = int(index)
         if index < 0:  # python-style negative indices
             index += self.num_images
-        image = self.cue_conflict(int(self.shape_labels[index]), int(self.texture_labels[index]),
-                                  index)
+        image = self.cue_conflict(int(self.shape_labels[index]), int(self.texture_labels[index]), index)
         if self.transform is not None:
             image = self.transform(image)
         return image, int(self.targets[index])

@@ -13,6 +13,7 @@ encoder outputs of the current batch, so the codebook cannot collapse onto a few
 reach the encoder through the straight-through estimator, and a commitment loss keeps z near its
 code. Under DDP the statistics are summed over processes, so every process holds the same codebook.
 """
+
 from __future__ import annotations
 
 import math
@@ -68,8 +69,15 @@ class EMACodebook(nn.Module):
     """K unit codes of dimension d. ``forward(z)`` -> (straight-through codes, indices, commitment
     loss); in training mode it also updates the codebook (no gradient ever reaches the codes)."""
 
-    def __init__(self, num_codes: int, dim: int, decay: float = 0.99, commitment: float = 1.0,
-                 kmeans_iters: int = 10, dead_threshold: float = 1.0) -> None:
+    def __init__(
+        self,
+        num_codes: int,
+        dim: int,
+        decay: float = 0.99,
+        commitment: float = 1.0,
+        kmeans_iters: int = 10,
+        dead_threshold: float = 1.0,
+    ) -> None:
         super().__init__()
         if num_codes < 2 or dim < 1:
             raise ValueError(f"a codebook needs at least 2 codes of dimension >= 1 (got {num_codes} x {dim}).")
@@ -182,8 +190,12 @@ def codebook_stats(counts: torch.Tensor, cluster_size: torch.Tensor, dead_thresh
     total = float(counts.sum())
     p = counts / max(total, 1e-12)
     entropy = -float((p * p.clamp_min(1e-12).log()).sum())
-    return {"usage": float((counts > 0).float().mean()), "perplexity": math.exp(entropy) if total > 0 else 0.0,
-            "dead_codes": float((cluster_size < dead_threshold).sum()), "tokens": total}
+    return {
+        "usage": float((counts > 0).float().mean()),
+        "perplexity": math.exp(entropy) if total > 0 else 0.0,
+        "dead_codes": float((cluster_size < dead_threshold).sum()),
+        "tokens": total,
+    }
 
 
 __all__ = ["EMACodebook", "codebook_stats", "kmeans_plus_plus", "spherical_kmeans", "straight_through"]

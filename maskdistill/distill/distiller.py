@@ -10,6 +10,7 @@ With code targets (BEiT v2, paper Sec. 5 / App. B) the teacher is a frozen VQ-KD
 returns one code per patch (B, N) (``teacher.returns_codes``): the codes are neither resampled nor
 whitened, D maps to K logits and R is the cross-entropy.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,17 +19,13 @@ from typing import Dict, Optional, Sequence
 import torch
 from torch import nn
 
-from ..config import ObjectiveConfig
-from ..models.student import MaskedStudent
-from ..models.teacher import resample_tokens
-from .parts import Whitening, objective
+from maskdistill.config import ObjectiveConfig
+from maskdistill.data.transforms import to_unit
+from maskdistill.distill.parts import Whitening, objective
+from maskdistill.models.student import MaskedStudent
+from maskdistill.models.teacher import resample_tokens
 
 log = logging.getLogger(__name__)
-
-
-def to_unit(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] or float [0, 1] images -> float32 in [0, 1]."""
-    return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
 
 
 def select_tokens(x: torch.Tensor, sel: torch.Tensor, count: Optional[int]) -> torch.Tensor:
@@ -41,37 +38,54 @@ def select_tokens(x: torch.Tensor, sel: torch.Tensor, count: Optional[int]) -> t
 
 
 class MaskedDistiller(nn.Module):
-    def __init__(self, teacher: nn.Module, student: MaskedStudent, decoder: nn.Module,
-                 whitening: Whitening, objective_cfg: ObjectiveConfig, loss_on: str = "masked",
-                 student_mean: Sequence[float] = (0.485, 0.456, 0.406),
-                 student_std: Sequence[float] = (0.229, 0.224, 0.225),
-                 num_masked: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        teacher: nn.Module,
+        student: MaskedStudent,
+        decoder: nn.Module,
+        whitening: Whitening,
+        objective_cfg: ObjectiveConfig,
+        loss_on: str = "masked",
+        student_mean: Sequence[float] = (0.485, 0.456, 0.406),
+        student_std: Sequence[float] = (0.229, 0.224, 0.225),
+        num_masked: Optional[int] = None,
+    ) -> None:
         super().__init__()
         self.teacher, self.student, self.decoder, self.whiten = teacher, student, decoder, whitening
         self.objective_cfg = objective_cfg
         if loss_on not in ("masked", "all"):
             raise ValueError(f"loss_on={loss_on!r}; use masked or all.")
         if loss_on == "masked" and num_masked == 0:
-            raise ValueError("the loss counts only masked tokens (mask.loss_on=masked) but no patch is masked "
-                             "(mask.kind=none or num_masked=0), so the loss would be NaN; set mask.loss_on=all "
-                             "for plain feature distillation (FD), or mask some patches.")
+            raise ValueError(
+                "the loss counts only masked tokens (mask.loss_on=masked) but no patch is masked "
+                "(mask.kind=none or num_masked=0), so the loss would be NaN; set mask.loss_on=all "
+                "for plain feature distillation (FD), or mask some patches."
+            )
         self.loss_on = loss_on
         self.num_masked = num_masked
         self.register_buffer("mean", torch.tensor(student_mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(student_std).view(1, -1, 1, 1), persistent=False)
         t_prefix = teacher.num_prefix if teacher.prefix_tokens else 0
         if t_prefix > student.num_prefix:
-            raise ValueError(f"the teacher has {t_prefix} prefix tokens to distil but the student only "
-                             f"{student.num_prefix}; set teacher.prefix_tokens=false.")
+            raise ValueError(
+                f"the teacher has {t_prefix} prefix tokens to distil but the student only "
+                f"{student.num_prefix}; set teacher.prefix_tokens=false."
+            )
         self.t_prefix = t_prefix
         self.t_grid = getattr(teacher, "grid", student.grid)
         self.code_targets = bool(getattr(teacher, "returns_codes", False))
         if self.code_targets and tuple(self.t_grid) != tuple(student.grid):
-            raise ValueError(f"the tokenizer's patch grid {tuple(self.t_grid)} differs from the student's "
-                             f"{tuple(student.grid)}; codes cannot be resampled, so give both the same patch grid.")
+            raise ValueError(
+                f"the tokenizer's patch grid {tuple(self.t_grid)} differs from the student's "
+                f"{tuple(student.grid)}; codes cannot be resampled, so give both the same patch grid."
+            )
         if tuple(self.t_grid) != tuple(student.grid):
-            log.warning("teacher grid %s differs from the student grid %s: teacher tokens are resampled "
-                        "bilinearly to the student's grid", tuple(self.t_grid), tuple(student.grid))
+            log.warning(
+                "teacher grid %s differs from the student grid %s: teacher tokens are resampled "
+                "bilinearly to the student's grid",
+                tuple(self.t_grid),
+                tuple(student.grid),
+            )
 
     def targets(self, x: torch.Tensor) -> torch.Tensor:
         """N(T(I)): whitened teacher tokens on the student grid, float32 (B, p_t + N, C_t); or, with
@@ -90,7 +104,7 @@ class MaskedDistiller(nn.Module):
         feats = self.student((x - self.mean) / self.std, mask)  # (B, p_s + N, C_s)
         sel = mask if self.loss_on == "masked" else torch.ones_like(mask)
         count = self.num_masked if self.loss_on == "masked" else mask.shape[1]
-        s_patch = feats[:, self.student.num_prefix:]
+        s_patch = feats[:, self.student.num_prefix :]
         if isinstance(self.decoder, nn.Linear):  # decode only the selected tokens: cheaper
             pred = self.decoder(select_tokens(s_patch, sel, count))
         else:
@@ -98,9 +112,9 @@ class MaskedDistiller(nn.Module):
         if self.code_targets:  # (B, N) codes -> (M,)
             tgt = select_tokens(target.unsqueeze(-1), sel, count).squeeze(-1)
         else:
-            tgt = select_tokens(target[:, self.t_prefix:], sel, count)
+            tgt = select_tokens(target[:, self.t_prefix :], sel, count)
         if self.t_prefix:  # prefix (CLS) tokens are never masked and always count
-            pred = torch.cat([pred, self.decoder(feats[:, :self.t_prefix]).flatten(0, 1)])
-            tgt = torch.cat([tgt, target[:, :self.t_prefix].flatten(0, 1)])
+            pred = torch.cat([pred, self.decoder(feats[:, : self.t_prefix]).flatten(0, 1)])
+            tgt = torch.cat([tgt, target[:, : self.t_prefix].flatten(0, 1)])
         loss = objective(pred, tgt, self.objective_cfg)
         return {"loss": loss}

@@ -7,6 +7,7 @@ the target space (teacher and student widths may differ). R compares prediction 
 With code targets (BEiT v2, paper Sec. 5 / App. B) D is a linear map to the tokenizer's K logits
 and R the cross-entropy against the codes.
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from ..config import DecoderConfig, ObjectiveConfig
+from maskdistill.config import DecoderConfig, ObjectiveConfig
 
 
 class Whitening(nn.Module):
@@ -52,8 +53,10 @@ def build_decoder(cfg: DecoderConfig, in_dim: int, out_dim: int, student_heads: 
         return nn.Linear(in_dim, out_dim)
     heads = cfg.num_heads or student_heads
     if in_dim % heads:
-        raise ValueError(f"decoder.num_heads={heads} does not divide the student width {in_dim}; set "
-                         f"decoder.num_heads to a divisor of {in_dim} (0 = the student's heads).")
+        raise ValueError(
+            f"decoder.num_heads={heads} does not divide the student width {in_dim}; set "
+            f"decoder.num_heads to a divisor of {in_dim} (0 = the student's heads)."
+        )
     return TransformerDecoder(in_dim, out_dim, cfg.depth, heads)
 
 
@@ -63,17 +66,22 @@ def objective(pred: torch.Tensor, target: torch.Tensor, cfg: ObjectiveConfig) ->
     pred = pred.float()
     if cfg.loss == "ce":
         if target.is_floating_point() or target.dim() != 1:
-            raise ValueError("objective.loss=ce needs code indices as targets (decoder.kind=tokenizer); "
-                             f"got a {tuple(target.shape)} {target.dtype} target.")
+            raise ValueError(
+                "objective.loss=ce needs code indices as targets (decoder.kind=tokenizer); "
+                f"got a {tuple(target.shape)} {target.dtype} target."
+            )
         return F.cross_entropy(pred, target)
     if not target.is_floating_point():
-        raise ValueError(f"objective.loss={cfg.loss} regresses features, but the targets are codes; use "
-                         f"objective.loss=ce with decoder.kind=tokenizer.")
+        raise ValueError(
+            f"objective.loss={cfg.loss} regresses features, but the targets are codes; use "
+            f"objective.loss=ce with decoder.kind=tokenizer."
+        )
     if cfg.loss == "smooth_l1":
         return F.smooth_l1_loss(pred, target, beta=cfg.beta)
     if cfg.loss == "mse":
         return F.mse_loss(pred, target)
     if cfg.loss == "cosine":  # negative cosine similarity (EVA, dBOT)
         return -F.cosine_similarity(pred, target, dim=-1).mean()
-    raise ValueError(f"objective.loss={cfg.loss!r} is unknown; use smooth_l1, mse or cosine (features), "
-                     f"or ce (tokenizer codes).")
+    raise ValueError(
+        f"objective.loss={cfg.loss!r} is unknown; use smooth_l1, mse or cosine (features), or ce (tokenizer codes)."
+    )

@@ -1,5 +1,6 @@
 """Top-1 / top-5 evaluation of a classifier on a labelled dataset, as fine-tuning reports it
 (paper Sec. 4: ImageNet-1k top-1 after fine-tuning)."""
+
 from __future__ import annotations
 
 from typing import Callable, Dict
@@ -10,8 +11,14 @@ from torch.utils.data import DataLoader, Dataset
 
 
 @torch.no_grad()
-def topk_accuracy(logits_fn: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset, device: torch.device,
-                  batch_size: int = 256, num_workers: int = 0, prefix: str = "") -> Dict[str, float]:
+def topk_accuracy(
+    logits_fn: Callable[[torch.Tensor], torch.Tensor],
+    dataset: Dataset,
+    device: torch.device,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    prefix: str = "",
+) -> Dict[str, float]:
     """``dataset[i] -> (normalised image (C, H, W), label)``; returns ``{prefix+"top1", prefix+"top5",
     prefix+"loss"}`` (top-5 is top-min(5, classes)), counted over every image."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)

@@ -15,6 +15,7 @@ bypasses it (e.g. a patched kernel) raises instead of leaving a silently empty r
 maskdistill's FlexAttention path (``models/flex.py``) is switched back to timm's path for the
 duration and restored afterwards; any other instance-level ``forward`` override raises.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,12 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
-from torch import nn
-
 from timm.layers.attention import Attention as TimmAttention
 from timm.layers.attention import AttentionRope
 from timm.models.beit import Attention as BeitAttention
 from timm.models.eva import EvaAttention
+from torch import nn
 
 # Classes whose unfused path is `attn = softmax(...); attn = self.attn_drop(attn); x = attn @ v`
 # (checked against timm 1.0.31). timm's ViT, DeiT, DINOv2 (+ registers) and CLIP towers use
@@ -77,11 +77,14 @@ def find_encoder(model: nn.Module) -> nn.Module:
             if not any(name.startswith(f"{n}.") or n == "" for n, _ in found):
                 found.append((name, m))
     if not found:
-        raise TypeError(f"capture found no ViT encoder (a module with .patch_embed and .blocks) in "
-                        f"{type(model).__name__}; pass a timm ViT/BEiT/EVA or a maskdistill student.")
+        raise TypeError(
+            f"capture found no ViT encoder (a module with .patch_embed and .blocks) in "
+            f"{type(model).__name__}; pass a timm ViT/BEiT/EVA or a maskdistill student."
+        )
     if len(found) > 1:
-        raise ValueError(f"{type(model).__name__} holds several encoders ({', '.join(n for n, _ in found)}); "
-                         f"pass the one to probe.")
+        raise ValueError(
+            f"{type(model).__name__} holds several encoders ({', '.join(n for n, _ in found)}); pass the one to probe."
+        )
     enc = found[0][1]
     if len(enc.blocks) == 0:
         raise ValueError(f"{type(enc).__name__} has no blocks to capture.")
@@ -101,26 +104,36 @@ def attention_modules(encoder: nn.Module) -> List[nn.Module]:
         inside = {id(sub) for s in mods for sub in s.modules()}  # a supported module's own parts
         for m in blk.modules():
             if id(m) not in inside and _looks_like_attention(m):
-                raise TypeError(f"block {i} of {type(encoder).__name__} has attention of class "
-                                f"{type(m).__module__}.{type(m).__name__}, which capture does not support "
-                                f"(supported: {', '.join(c.__name__ for c in SUPPORTED)}).")
+                raise TypeError(
+                    f"block {i} of {type(encoder).__name__} has attention of class "
+                    f"{type(m).__module__}.{type(m).__name__}, which capture does not support "
+                    f"(supported: {', '.join(c.__name__ for c in SUPPORTED)})."
+                )
         if len(mods) != 1:
-            raise TypeError(f"block {i} ({type(blk).__name__}) of {type(encoder).__name__} has {len(mods)} "
-                            f"supported attention modules; capture needs exactly one per block.")
+            raise TypeError(
+                f"block {i} ({type(blk).__name__}) of {type(encoder).__name__} has {len(mods)} "
+                f"supported attention modules; capture needs exactly one per block."
+            )
         found.append(mods[0])
     return found
 
 
 def _known_override(m: nn.Module) -> bool:
     """True for maskdistill's FlexAttention forward, which matches timm's path numerically."""
-    from .flex import _flex_forward
+    from maskdistill.models.flex import _flex_forward
+
     return getattr(m.__dict__["forward"], "__func__", None) is _flex_forward
 
 
 @contextmanager
-def capture(model: nn.Module, attention: bool = True, tokens: bool = True,
-            dtype: Optional[torch.dtype] = torch.float32,
-            on_attention: Optional[TensorHook] = None, on_tokens: Optional[TensorHook] = None) -> Iterator[Capture]:
+def capture(
+    model: nn.Module,
+    attention: bool = True,
+    tokens: bool = True,
+    dtype: Optional[torch.dtype] = torch.float32,
+    on_attention: Optional[TensorHook] = None,
+    on_tokens: Optional[TensorHook] = None,
+) -> Iterator[Capture]:
     """Record post-softmax attention (B, H, T, T) of every block and/or the residual stream
     (B, T, C) at depth + 1 points while the ``with`` block runs forwards through ``model``.
 
@@ -130,14 +143,19 @@ def capture(model: nn.Module, attention: bool = True, tokens: bool = True,
     overrides, hooks) is restored on exit, also after an exception."""
     enc = find_encoder(model)
     attn_mods = attention_modules(enc) if attention else []
-    cap = Capture(num_prefix=int(getattr(enc, "num_prefix_tokens", int(getattr(enc, "cls_token", None) is not None))),
-                  patch_size=int(enc.patch_embed.patch_size[0]), depth=len(enc.blocks),
-                  static_grid=tuple(int(g) for g in enc.patch_embed.grid_size))  # type: ignore[arg-type]
+    cap = Capture(
+        num_prefix=int(getattr(enc, "num_prefix_tokens", int(getattr(enc, "cls_token", None) is not None))),
+        patch_size=int(enc.patch_embed.patch_size[0]),
+        depth=len(enc.blocks),
+        static_grid=tuple(int(g) for g in enc.patch_embed.grid_size),
+    )  # type: ignore[arg-type]
     for m in attn_mods:
         if "forward" in m.__dict__ and not _known_override(m):
-            raise TypeError(f"{type(m).__name__} in {type(enc).__name__} has its forward replaced by "
-                            f"{m.__dict__['forward']!r}; capture cannot see its attention. Restore timm's "
-                            f"forward first (e.g. maskdistill.models.flex.use_timm_attention).")
+            raise TypeError(
+                f"{type(m).__name__} in {type(enc).__name__} has its forward replaced by "
+                f"{m.__dict__['forward']!r}; capture cannot see its attention. Restore timm's "
+                f"forward first (e.g. maskdistill.models.flex.use_timm_attention)."
+            )
 
     def keep(kind: str, i: int, x: torch.Tensor) -> None:
         x = x.detach() if dtype is None else x.detach().to(dtype)
@@ -159,25 +177,31 @@ def capture(model: nn.Module, attention: bool = True, tokens: bool = True,
     def block_out(i: int) -> Callable:
         def hook(_m: nn.Module, _args: tuple, out: Any) -> None:
             keep("tokens", i + 1, out[0] if isinstance(out, (tuple, list)) else out)
+
         return hook
 
     def attn_pre(i: int) -> Callable:
         def hook(_m: nn.Module, _args: tuple) -> None:
             seen[i] = False
+
         return hook
 
     def softmax_seen(i: int) -> Callable:
         def hook(_m: nn.Module, args: tuple) -> None:
             seen[i] = True
             keep("attention", i, args[0])
+
         return hook
 
     def attn_post(i: int, m: nn.Module) -> Callable:
         def hook(_m: nn.Module, _args: tuple, _out: Any) -> None:
             if not seen.get(i, False):
-                raise RuntimeError(f"the attention of block {i} ({type(m).__name__}) ran without its unfused "
-                                   f"softmax path, so capture saw no attention; was fused_attn or forward "
-                                   f"changed inside the capture?")
+                raise RuntimeError(
+                    f"the attention of block {i} ({type(m).__name__}) ran without its unfused "
+                    f"softmax path, so capture saw no attention; was fused_attn or forward "
+                    f"changed inside the capture?"
+                )
+
         return hook
 
     try:

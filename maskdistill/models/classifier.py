@@ -11,6 +11,7 @@ What a user expects when going from pre-training to fine-tuning (BEiT/BEiT v2 pr
   expects it (``norm`` before CLS pooling, ``fc_norm`` after mean pooling);
 - any other key that does not fit is an error listing missing and unexpected keys.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,7 +24,7 @@ from safetensors.torch import load_file
 from timm.models.beit import Beit
 from torch import nn
 
-from .loading import check_timm_name, create_timm, load_weights, read_state_dict
+from maskdistill.models.loading import check_timm_name, create_timm, load_weights, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +36,18 @@ _OVERRIDDEN = ("num_classes", "img_size", "drop_path_rate", "global_pool")
 def _source(spec: str) -> Tuple[str, Optional[Dict[str, torch.Tensor]], Dict[str, Any]]:
     """spec -> (timm arch, state dict or None for hub weights, saved info: kwargs/mean/std/classes)."""
     if spec.startswith("timm:"):
-        name, _, weights = spec[len("timm:"):].partition("@")
+        name, _, weights = spec[len("timm:") :].partition("@")
         check_timm_name(name)
         return name, (read_state_dict(weights) if weights else None), {"kwargs": {}}
-    from ..train.checkpoint import find_checkpoint, read_meta
+    from maskdistill.runs.checkpoint import find_checkpoint, read_meta
+
     ck = find_checkpoint(spec)
     info = read_meta(ck).get("backbone")
     if not info or not (ck / "backbone.safetensors").is_file():
-        raise ValueError(f"checkpoint {ck} has no exported backbone (backbone.safetensors + meta.json "
-                         f"'backbone'); it was not written by maskdistill pretrain/classify/finetune.")
+        raise ValueError(
+            f"checkpoint {ck} has no exported backbone (backbone.safetensors + meta.json "
+            f"'backbone'); it was not written by maskdistill pretrain/classify/finetune."
+        )
     return info["arch"], load_file(str(ck / "backbone.safetensors")), info
 
 
@@ -59,14 +63,24 @@ def expand_shared_rel_pos_bias(sd: Dict[str, torch.Tensor], depth: int) -> Dict[
 def _move_final_norm(sd: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
     own = model.state_dict()
     for src, dst in (("norm", "fc_norm"), ("fc_norm", "norm")):
-        if f"{src}.weight" in sd and f"{src}.weight" not in own and f"{dst}.weight" in own and f"{dst}.weight" not in sd:
+        if (
+            f"{src}.weight" in sd
+            and f"{src}.weight" not in own
+            and f"{dst}.weight" in own
+            and f"{dst}.weight" not in sd
+        ):
             log.info("moving the trained final norm %s -> %s (pooling changed)", src, dst)
-            sd = {(dst + k[len(src):] if k.startswith(src + ".") else k): v for k, v in sd.items()}
+            sd = {(dst + k[len(src) :] if k.startswith(src + ".") else k): v for k, v in sd.items()}
     return sd
 
 
-def _drop_unfit_head(sd: Dict[str, torch.Tensor], model: nn.Module, source: str,
-                     saved_classes: Sequence[str] = (), classes: Sequence[str] = ()) -> Dict[str, torch.Tensor]:
+def _drop_unfit_head(
+    sd: Dict[str, torch.Tensor],
+    model: nn.Module,
+    source: str,
+    saved_classes: Sequence[str] = (),
+    classes: Sequence[str] = (),
+) -> Dict[str, torch.Tensor]:
     """Keep the checkpoint's head only when it fits: same shapes and, where both sides name their
     classes, the same classes in the same order (a texture head is no start for shape labels)."""
     own = model.state_dict()
@@ -75,11 +89,19 @@ def _drop_unfit_head(sd: Dict[str, torch.Tensor], model: nn.Module, source: str,
     other = fits and bool(saved_classes) and bool(classes) and list(saved_classes) != list(classes)
     if head and not fits:
         had = [f"{k} {tuple(sd[k].shape)}" for k in sd if k.startswith("head.")]
-        log.warning("%s: the classifier head is re-initialised for %d classes (%s)", source,
-                    model.num_classes, f"checkpoint head: {', '.join(had)}" if had else "no head in the checkpoint")
+        log.warning(
+            "%s: the classifier head is re-initialised for %d classes (%s)",
+            source,
+            model.num_classes,
+            f"checkpoint head: {', '.join(had)}" if had else "no head in the checkpoint",
+        )
     elif other:
-        log.warning("%s: the classifier head is re-initialised: it was trained on other classes (%s) than "
-                    "the data's (%s)", source, _short(saved_classes), _short(classes))
+        log.warning(
+            "%s: the classifier head is re-initialised: it was trained on other classes (%s) than the data's (%s)",
+            source,
+            _short(saved_classes),
+            _short(classes),
+        )
     if not fits or other:
         sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
     return sd
@@ -104,9 +126,17 @@ def _create(arch: str, create: Dict[str, Any], inherited: set) -> nn.Module:
             create.pop(m.group(1))
 
 
-def build_classifier_model(spec: str, num_classes: int, img_size: int, drop_path: float = 0.0,
-                           global_pool: str = "", rel_pos_bias: str = "per_block", arch: str = "",
-                           classes: Sequence[str] = (), **extra: Any) -> Tuple[nn.Module, Dict[str, Any]]:
+def build_classifier_model(
+    spec: str,
+    num_classes: int,
+    img_size: int,
+    drop_path: float = 0.0,
+    global_pool: str = "",
+    rel_pos_bias: str = "per_block",
+    arch: str = "",
+    classes: Sequence[str] = (),
+    **extra: Any,
+) -> Tuple[nn.Module, Dict[str, Any]]:
     """-> (timm model, info for the exported backbone: arch, kwargs, mean, std). ``arch`` (optional)
     names the architecture the user expects; loading a checkpoint of another one is an error.
     ``classes``: the data's class names; a saved head trained on other classes is re-initialised."""
@@ -130,11 +160,16 @@ def build_classifier_model(spec: str, num_classes: int, img_size: int, drop_path
         head = tuple(k.rsplit(".", 1)[0] for k in model.state_dict() if k.startswith("head.") and k not in sd)
         load_weights(model, sd, spec, ignore_prefixes=head)
     dc = model.pretrained_cfg or {}
-    out = {"arch": arch, "kwargs": dict(kwargs, num_classes=num_classes, img_size=img_size,
-                                        **({"global_pool": global_pool} if global_pool else {})),
-           "mean": list(info.get("mean") or dc.get("mean", (0.485, 0.456, 0.406))),
-           "std": list(info.get("std") or dc.get("std", (0.229, 0.224, 0.225))), "img_size": img_size,
-           "source": str(spec)}
+    out = {
+        "arch": arch,
+        "kwargs": dict(
+            kwargs, num_classes=num_classes, img_size=img_size, **({"global_pool": global_pool} if global_pool else {})
+        ),
+        "mean": list(info.get("mean") or dc.get("mean", (0.485, 0.456, 0.406))),
+        "std": list(info.get("std") or dc.get("std", (0.229, 0.224, 0.225))),
+        "img_size": img_size,
+        "source": str(spec),
+    }
     return model, out
 
 

@@ -7,6 +7,7 @@ differentiates through it. ``use_flex_attention(model)`` swaps the attention *ke
 ``Attention`` modules and keeps their parameters, so checkpoints and ``state_dict`` are unchanged and
 ``use_timm_attention(model)`` undoes it. Numerically it matches timm's path (tested on CPU).
 """
+
 from __future__ import annotations
 
 import types
@@ -24,13 +25,16 @@ def _flex_attention():
     global _flex
     if _flex is None:
         from torch.nn.attention.flex_attention import flex_attention
+
         # Compiled, flex_attention generates one fused kernel; eager it runs a reference
         # implementation (correct but slow), which is what CPU tests use.
         _flex = torch.compile(flex_attention, dynamic=False) if torch.cuda.is_available() else flex_attention
     return _flex
 
 
-def _flex_forward(self: BeitAttention, x: torch.Tensor, shared_rel_pos_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+def _flex_forward(
+    self: BeitAttention, x: torch.Tensor, shared_rel_pos_bias: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     B, N, C = x.shape
     bias = None if self.q_bias is None else torch.cat((self.q_bias, self.k_bias, self.v_bias))
     qkv = F.linear(x, self.qkv.weight, bias).reshape(B, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
@@ -63,8 +67,9 @@ def use_flex_attention(model: nn.Module) -> int:
             m.forward = types.MethodType(_flex_forward, m)
             n += 1
     if n == 0:
-        raise ValueError(f"{type(model).__name__} has no BEiT attention modules for the flex path; "
-                         f"use student.attention=timm.")
+        raise ValueError(
+            f"{type(model).__name__} has no BEiT attention modules for the flex path; use student.attention=timm."
+        )
     return n
 
 

@@ -3,6 +3,7 @@ wrong and how to fix it (unknown names get close suggestions; weights that do no
 missing and unexpected keys). Files are read without executing pickled code: safetensors, or
 ``torch.load(weights_only=True)`` for ``.pth``/``.pt``/``.bin``.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -33,10 +34,12 @@ def read_state_dict(path: str | Path) -> Dict[str, torch.Tensor]:
     """Read a state dict from safetensors or a torch file (no pickled code is executed)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} does not exist; give the path to a "
-                                f".safetensors or .pth file.")
+        raise FileNotFoundError(
+            f"weights file {str(path)!r} does not exist; give the path to a .safetensors or .pth file."
+        )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
+
         try:
             return load_file(str(path))
         except Exception as e:  # safetensors raises its own error types
@@ -44,8 +47,10 @@ def read_state_dict(path: str | Path) -> Dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise WeightsError(f"cannot read {path} as a weights-only torch file ({e}). Convert it to "
-                           f"safetensors, or re-save only the state dict.") from None
+        raise WeightsError(
+            f"cannot read {path} as a weights-only torch file ({e}). Convert it to "
+            f"safetensors, or re-save only the state dict."
+        ) from None
     # Common wrappers: {"model": sd}, {"state_dict": sd}, {"module": sd}.
     for key in ("model", "state_dict", "module", "model_ema"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -68,8 +73,9 @@ def _timm_filter(model: nn.Module, sd: Dict[str, torch.Tensor]) -> Dict[str, tor
         return sd
 
 
-def load_weights(model: nn.Module, sd: Dict[str, torch.Tensor], source: str,
-                 ignore_prefixes: tuple[str, ...] = ()) -> None:
+def load_weights(
+    model: nn.Module, sd: Dict[str, torch.Tensor], source: str, ignore_prefixes: tuple[str, ...] = ()
+) -> None:
     """Load ``sd`` strictly (keys and shapes), except keys under ``ignore_prefixes`` (e.g. a
     classifier head the caller does not use). Raises WeightsError listing what does not fit."""
     sd = _timm_filter(model, dict(sd))
@@ -77,12 +83,14 @@ def load_weights(model: nn.Module, sd: Dict[str, torch.Tensor], source: str,
     skip = lambda k: any(k == p or k.startswith(p + ".") for p in ignore_prefixes)  # noqa: E731
     missing = [k for k in own if k not in sd and not skip(k)]
     unexpected = [k for k in sd if k not in own and not skip(k)]
-    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in sd if k in own and not skip(k) and sd[k].shape != own[k].shape]
+    shapes = [
+        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sd
+        if k in own and not skip(k) and sd[k].shape != own[k].shape
+    ]
     if missing or unexpected or shapes:
         lines = [f"weights in {source} do not fit {type(model).__name__}:"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                             ("shape mismatches", shapes)):
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
             if items:
                 more = f" ... (+{len(items) - 8} more)" if len(items) > 8 else ""
                 lines.append(f"  {title} ({len(items)}): {', '.join(items[:8])}{more}")
@@ -91,16 +99,16 @@ def load_weights(model: nn.Module, sd: Dict[str, torch.Tensor], source: str,
     model.load_state_dict({k: v for k, v in sd.items() if k in own and not skip(k)}, strict=False)
 
 
-def create_timm(name: str, weights: Optional[str] = None, pretrained: bool = False,
-                **kwargs: Any) -> nn.Module:
+def create_timm(name: str, weights: Optional[str] = None, pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """``timm.create_model`` with a checked name; weights from a local file when given, else from
     timm's hub when ``pretrained`` (a clear error when the hub cannot be reached)."""
     check_timm_name(name)
     if weights is not None:
         model = timm.create_model(name, pretrained=False, **kwargs)
         head = (model.pretrained_cfg or {}).get("classifier", "head")
-        load_weights(model, read_state_dict(weights), weights, ignore_prefixes=(head,) if
-                     kwargs.get("num_classes") == 0 else ())
+        load_weights(
+            model, read_state_dict(weights), weights, ignore_prefixes=(head,) if kwargs.get("num_classes") == 0 else ()
+        )
         return model
     if not pretrained:
         return timm.create_model(name, pretrained=False, **kwargs)
@@ -110,4 +118,5 @@ def create_timm(name: str, weights: Optional[str] = None, pretrained: bool = Fal
         raise RuntimeError(
             f"could not download pretrained weights for timm:{name} ({type(e).__name__}: {e}). "
             f"Without network access, download the weights elsewhere and pass a local file as "
-            f"timm:{name}@/path/to/weights.safetensors.") from None
+            f"timm:{name}@/path/to/weights.safetensors."
+        ) from None

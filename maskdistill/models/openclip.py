@@ -6,6 +6,7 @@ OpenCLIP, then moves its image tower into timm's CLIP ViT layout with timm's own
 ViT: same block choice, ``ln_post`` (final norm) and projection options as ``timm:`` CLIP teachers,
 and the same probes work on it.
 """
+
 from __future__ import annotations
 
 from typing import Any, Tuple
@@ -13,15 +14,17 @@ from typing import Any, Tuple
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
-from .loading import load_weights
+from maskdistill.models.loading import load_weights
 
 
 def _require_open_clip():
     try:
         import open_clip
     except ImportError:
-        raise ImportError("open_clip: teachers need OpenCLIP; install it with `pip install maskdistill[clip]` "
-                          "(or `pip install open_clip_torch`).") from None
+        raise ImportError(
+            "open_clip: teachers need OpenCLIP; install it with `pip install maskdistill[clip]` "
+            "(or `pip install open_clip_torch`)."
+        ) from None
     return open_clip
 
 
@@ -34,30 +37,45 @@ def openclip_to_timm(model: nn.Module, arch: str, img_size: int) -> Tuple[Vision
         raise ValueError(f"OpenCLIP has no model config {arch!r}; see open_clip.list_models().")
     v = cfg["vision_cfg"]
     if v.get("timm_model_name"):
-        raise ValueError(f"{arch} wraps the timm model {v['timm_model_name']}; use timm:{v['timm_model_name']} as teacher.")
+        raise ValueError(
+            f"{arch} wraps the timm model {v['timm_model_name']}; use timm:{v['timm_model_name']} as teacher."
+        )
     width, patch = int(v["width"]), int(v["patch_size"])
-    quick_gelu = bool(cfg.get("quick_gelu", False)) or "QuickGELU" in type(
-        model.visual.transformer.resblocks[0].mlp.gelu).__name__
+    quick_gelu = (
+        bool(cfg.get("quick_gelu", False))
+        or "QuickGELU" in type(model.visual.transformer.resblocks[0].mlp.gelu).__name__
+    )
     timm_model = VisionTransformer(
-        img_size=img_size, patch_size=patch, embed_dim=width, depth=int(v["layers"]),
-        num_heads=width // int(v.get("head_width", 64)), mlp_ratio=float(v.get("mlp_ratio", 4.0)),
-        pre_norm=True, norm_layer=nn.LayerNorm, num_classes=int(cfg["embed_dim"]), global_pool="token",
-        act_layer="quick_gelu" if quick_gelu else "gelu")
+        img_size=img_size,
+        patch_size=patch,
+        embed_dim=width,
+        depth=int(v["layers"]),
+        num_heads=width // int(v.get("head_width", 64)),
+        mlp_ratio=float(v.get("mlp_ratio", 4.0)),
+        pre_norm=True,
+        norm_layer=nn.LayerNorm,
+        num_classes=int(cfg["embed_dim"]),
+        global_pool="token",
+        act_layer="quick_gelu" if quick_gelu else "gelu",
+    )
     sd = checkpoint_filter_fn(model.state_dict(), timm_model)
     load_weights(timm_model, sd, f"open_clip:{arch}")
     return timm_model, model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
 
 
-def build_openclip_teacher(spec: str, img_size: int, pretrained: bool = True, **teacher_kw: Any) -> nn.Module:
-    from .teacher import Teacher
+def load_openclip_tower(spec: str, img_size: int, pretrained: bool = True) -> Tuple[nn.Module, Tuple, Tuple]:
+    """``<arch>/<tag>`` -> (timm CLIP ViT in eval mode, mean, std): the image tower of an OpenCLIP
+    model with its own input normalisation, ready to wrap as a teacher."""
     open_clip = _require_open_clip()
     arch, _, tag = spec.partition("/")
     try:
         model = open_clip.create_model(arch, pretrained=(tag or None) if pretrained else None)
     except Exception as e:
-        raise RuntimeError(f"could not build open_clip:{spec} ({type(e).__name__}: {e}). Without network "
-                           f"access, pass a local checkpoint file as the tag: open_clip:{arch}//path/to/file.bin") from None
+        raise RuntimeError(
+            f"could not build open_clip:{spec} ({type(e).__name__}: {e}). Without network "
+            f"access, pass a local checkpoint file as the tag: open_clip:{arch}//path/to/file.bin"
+        ) from None
     timm_model, pre = openclip_to_timm(model, arch, img_size)
-    mean = pre.get("mean", (0.48145466, 0.4578275, 0.40821073))
-    std = pre.get("std", (0.26862954, 0.26130258, 0.27577711))
-    return Teacher(timm_model.eval(), mean, std, **teacher_kw)
+    mean = tuple(pre.get("mean", (0.48145466, 0.4578275, 0.40821073)))
+    std = tuple(pre.get("std", (0.26862954, 0.26130258, 0.27577711)))
+    return timm_model.eval(), mean, std

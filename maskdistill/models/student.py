@@ -5,6 +5,7 @@ wrapped -- not forked -- so that masked patch embeddings are replaced by a learn
 The wrapped timm model stays a plain timm model: ``student.model.state_dict()`` loads into
 ``timm.create_model(arch, **kwargs)`` for fine-tuning and analysis.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple
@@ -15,27 +16,37 @@ from timm.models.beit import Beit
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from ..config import StudentConfig
-from .loading import check_timm_name
+from maskdistill.config import StudentConfig
+from maskdistill.models.loading import check_timm_name
 
 
 def student_kwargs(cfg: StudentConfig, img_size: int) -> Dict[str, Any]:
     """The ``timm.create_model`` keyword arguments for the configured student."""
     # timm.create_model drops None-valued kwargs, so None would leave BEiT's default layer scale (0.1)
     # in place; 0.0 means "no layer scale" to both timm families.
-    kw: Dict[str, Any] = dict(img_size=img_size, num_classes=0, drop_path_rate=cfg.drop_path,
-                              init_values=cfg.layer_scale if cfg.layer_scale is not None else 0.0)
+    kw: Dict[str, Any] = dict(
+        img_size=img_size,
+        num_classes=0,
+        drop_path_rate=cfg.drop_path,
+        init_values=cfg.layer_scale if cfg.layer_scale is not None else 0.0,
+    )
     if cfg.arch.startswith("beit"):
-        kw.update(use_abs_pos_emb=cfg.abs_pos_emb,
-                  use_rel_pos_bias=cfg.rel_pos_bias == "per_block",
-                  use_shared_rel_pos_bias=cfg.rel_pos_bias == "shared")
+        kw.update(
+            use_abs_pos_emb=cfg.abs_pos_emb,
+            use_rel_pos_bias=cfg.rel_pos_bias == "per_block",
+            use_shared_rel_pos_bias=cfg.rel_pos_bias == "shared",
+        )
     else:
         if cfg.rel_pos_bias != "none":
-            raise ValueError(f"student.rel_pos_bias={cfg.rel_pos_bias!r} needs a BEiT-family student; "
-                             f"{cfg.arch} has none. Use a beit_* arch or set student.rel_pos_bias=none.")
+            raise ValueError(
+                f"student.rel_pos_bias={cfg.rel_pos_bias!r} needs a BEiT-family student; "
+                f"{cfg.arch} has none. Use a beit_* arch or set student.rel_pos_bias=none."
+            )
         if not cfg.abs_pos_emb:
-            raise ValueError(f"a {cfg.arch} student without absolute position embedding would have no "
-                             f"position information; set student.abs_pos_emb=true or use a beit_* arch.")
+            raise ValueError(
+                f"a {cfg.arch} student without absolute position embedding would have no "
+                f"position information; set student.abs_pos_emb=true or use a beit_* arch."
+            )
     kw.update(cfg.kwargs)
     return kw
 
@@ -94,6 +105,8 @@ def build_student(cfg: StudentConfig, img_size: int) -> MaskedStudent:
     model = timm.create_model(cfg.arch, pretrained=False, **kw)
     patch = int(model.patch_embed.patch_size[0]) if patch is None else int(patch)
     if img_size % patch:
-        raise ValueError(f"image size {img_size} is not divisible by the student's patch size {patch}; "
-                         f"use data.img_size={img_size - img_size % patch} or {img_size - img_size % patch + patch}.")
+        raise ValueError(
+            f"image size {img_size} is not divisible by the student's patch size {patch}; "
+            f"use data.img_size={img_size - img_size % patch} or {img_size - img_size % patch + patch}."
+        )
     return MaskedStudent(model, cfg.arch, kw)

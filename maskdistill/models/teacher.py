@@ -6,6 +6,7 @@ normalisation (from its ``pretrained_cfg``), and returns target tokens (B, N, C)
 patch grid. It is frozen: eval mode whatever ``train()`` is called with, no gradients, parameters
 never change.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import TeacherConfig
-from .loading import create_timm
+from maskdistill.config import TeacherConfig
+from maskdistill.models.loading import create_timm
 
 log = logging.getLogger(__name__)
 
@@ -25,23 +26,35 @@ log = logging.getLogger(__name__)
 class Teacher(nn.Module):
     """Wraps a timm-style backbone (with ``forward_intermediates``) as a frozen target extractor."""
 
-    def __init__(self, backbone: nn.Module, mean: Sequence[float], std: Sequence[float],
-                 layer: int = -1, final_norm: bool = True, projection: bool = False,
-                 prefix_tokens: bool = False, name: str = "teacher") -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        mean: Sequence[float],
+        std: Sequence[float],
+        layer: int = -1,
+        final_norm: bool = True,
+        projection: bool = False,
+        prefix_tokens: bool = False,
+        name: str = "teacher",
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.name = name
         depth = len(backbone.blocks)
         if not -depth <= layer < depth:
-            raise ValueError(f"teacher.layer={layer} is out of range for {name}, which has {depth} "
-                             f"blocks; use 0..{depth - 1} or -1 for the last.")
+            raise ValueError(
+                f"teacher.layer={layer} is out of range for {name}, which has {depth} "
+                f"blocks; use 0..{depth - 1} or -1 for the last."
+            )
         self.layer = layer % depth
         self.final_norm = final_norm
         self.projection = projection
         self.prefix_tokens = prefix_tokens
         if projection and not isinstance(getattr(backbone, "head", None), nn.Linear):
-            raise ValueError(f"teacher.projection=true needs a linear projection head (CLIP towers "
-                             f"in timm have one); {name} has {type(getattr(backbone, 'head', None)).__name__}.")
+            raise ValueError(
+                f"teacher.projection=true needs a linear projection head (CLIP towers "
+                f"in timm have one); {name} has {type(getattr(backbone, 'head', None)).__name__}."
+            )
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self.num_prefix = int(getattr(backbone, "num_prefix_tokens", 1))
@@ -64,8 +77,14 @@ class Teacher(nn.Module):
         """images (B, C, H, W) in [0, 1] -> tokens (B, p + N, C) or (B, N, C) without prefix."""
         x = (images - self.mean) / self.std
         out = self.backbone.forward_intermediates(
-            x, indices=[self.layer], norm=self.final_norm, output_fmt="NLC",
-            intermediates_only=True, return_prefix_tokens=True, stop_early=True)[0]
+            x,
+            indices=[self.layer],
+            norm=self.final_norm,
+            output_fmt="NLC",
+            intermediates_only=True,
+            return_prefix_tokens=True,
+            stop_early=True,
+        )[0]
         # timm returns (patches, prefix) only when the model has prefix tokens (SigLIP has none).
         patches, prefix = out if isinstance(out, tuple) else (out, out[:, :0])
         tokens = torch.cat([prefix, patches], 1) if self.prefix_tokens else patches
@@ -98,8 +117,9 @@ class PixelTeacher(nn.Module):
         return x.reshape(B, (H // p) * (W // p), p * p * C)
 
 
-def resample_tokens(tokens: torch.Tensor, src: Tuple[int, int], dst: Tuple[int, int],
-                    num_prefix: int = 0) -> torch.Tensor:
+def resample_tokens(
+    tokens: torch.Tensor, src: Tuple[int, int], dst: Tuple[int, int], num_prefix: int = 0
+) -> torch.Tensor:
     """Bilinearly resample a token map (B, p + Hs*Ws, C) from grid ``src`` to ``dst`` (prefix kept),
     for teacher/student pairs with different patch sizes (e.g. 14 vs 16)."""
     if tuple(src) == tuple(dst):
@@ -112,32 +132,48 @@ def resample_tokens(tokens: torch.Tensor, src: Tuple[int, int], dst: Tuple[int, 
     return torch.cat([prefix, x], 1)
 
 
-def build_teacher(cfg: TeacherConfig, img_size: int, student_patch: int, in_chans: int = 3,
-                  student_mean: Sequence[float] = (0.485, 0.456, 0.406),
-                  student_std: Sequence[float] = (0.229, 0.224, 0.225),
-                  pretrained: bool = True) -> nn.Module:
+def build_teacher(
+    cfg: TeacherConfig,
+    img_size: int,
+    student_patch: int,
+    in_chans: int = 3,
+    student_mean: Sequence[float] = (0.485, 0.456, 0.406),
+    student_std: Sequence[float] = (0.229, 0.224, 0.225),
+    pretrained: bool = True,
+) -> nn.Module:
     """Build the teacher named by ``cfg.spec``. ``pretrained=False`` builds the architecture only
     (for dry runs and tests that must not download)."""
     spec = cfg.spec
-    kw = dict(layer=cfg.layer, final_norm=cfg.final_norm, projection=cfg.projection,
-              prefix_tokens=cfg.prefix_tokens, name=spec)
+    kw = dict(
+        layer=cfg.layer,
+        final_norm=cfg.final_norm,
+        projection=cfg.projection,
+        prefix_tokens=cfg.prefix_tokens,
+        name=spec,
+    )
     if spec == "pixels":
         return PixelTeacher(student_patch, in_chans, student_mean, student_std)
     if spec.startswith("timm:"):
-        name, _, weights = spec[len("timm:"):].partition("@")
+        name, _, weights = spec[len("timm:") :].partition("@")
         extra = {} if cfg.projection else {"num_classes": 0}
-        model = create_timm(name, weights=weights or None, pretrained=pretrained and not weights,
-                            img_size=img_size, **extra)
+        model = create_timm(
+            name, weights=weights or None, pretrained=pretrained and not weights, img_size=img_size, **extra
+        )
         patch = int(model.patch_embed.patch_size[0])
         if img_size % patch:
-            raise ValueError(f"image size {img_size} is not divisible by the teacher's patch size {patch} "
-                             f"({name}); pick data.img_size as a multiple of both patch sizes.")
+            raise ValueError(
+                f"image size {img_size} is not divisible by the teacher's patch size {patch} "
+                f"({name}); pick data.img_size as a multiple of both patch sizes."
+            )
         dc = model.pretrained_cfg or {}
         return Teacher(model, dc.get("mean", student_mean), dc.get("std", student_std), **kw)
     if spec.startswith("open_clip:"):
-        from .openclip import build_openclip_teacher
-        return build_openclip_teacher(spec[len("open_clip:"):], img_size, pretrained=pretrained, **kw)
-    from ..train.checkpoint import load_backbone  # a maskdistill run or checkpoint directory
+        from maskdistill.models.openclip import load_openclip_tower
+
+        tower, mean, std = load_openclip_tower(spec[len("open_clip:") :], img_size, pretrained=pretrained)
+        return Teacher(tower, mean, std, **kw)
+    from maskdistill.models.backbone import load_backbone  # a maskdistill run or checkpoint directory
+
     model, meta = load_backbone(spec)
     return Teacher(model, meta["mean"], meta["std"], **kw)
 
@@ -152,8 +188,9 @@ def teacher_grid(teacher: nn.Module, img_size: int, student_patch: int) -> Tuple
 
 
 def describe(teacher: nn.Module) -> str:
-    return (f"{teacher.name}: {teacher.dim}-d targets" +
-            (f", grid {teacher.grid}, block {teacher.layer}" if isinstance(teacher, Teacher) else ""))
+    return f"{teacher.name}: {teacher.dim}-d targets" + (
+        f", grid {teacher.grid}, block {teacher.layer}" if isinstance(teacher, Teacher) else ""
+    )
 
 
 __all__ = ["Teacher", "PixelTeacher", "build_teacher", "resample_tokens", "teacher_grid", "describe"]

@@ -3,19 +3,24 @@ probe results (DESIGN.md), so everything regenerates without a model or a GPU.
 
 Families register figures with :func:`figure` (and sections with :func:`section`) in a module
 ``maskdistill/report/<family>_plots.py``; :func:`build_report` finds them by that name."""
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Tuple
 
-from .registry import FigureSpec, SectionSpec, figure, layer_table, section
+from maskdistill.report.registry import FigureSpec, SectionSpec, figure, layer_table, section
 
 
-def build_report(out: str | Path, pairs: Optional[Sequence[Tuple[str, str]]] = None,
-                 sharpness: Optional[Mapping[str, str | Path]] = None) -> Path:
+def build_report(
+    out: str | Path,
+    pairs: Optional[Sequence[Tuple[str, str]]] = None,
+    sharpness: Optional[Mapping[str, str | Path]] = None,
+) -> Path:
     """``maskdistill report DIR``: figures + ``DIR/report.html`` (see ``report/build.py``);
     ``sharpness``: ``{name: fine-tuning run}`` added to Fig. 7c/f (``report/sharpness.py``)."""
-    from .build import build_report as _build  # matplotlib is imported only when a report is built
+    from maskdistill.report.build import build_report as _build  # matplotlib is imported only when a report is built
+
     return _build(out, pairs, sharpness)
 
 

@@ -3,6 +3,7 @@ results"): find every ``DIR/<model>/<probe>.csv/.json/.npz`` that ``analyze`` wr
 registered figures (PNG + PDF in ``DIR/figures/``, one colour per model), evaluate the paper's
 claims for the teacher/student pairs, and write ``DIR/report.html``. Needs no model and no GPU.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -15,27 +16,17 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import pandas as pd
 
-from .. import __version__
-from ..probes.registry import ProbeResult
-from . import claims as claims_mod
-from .html import FigureBlock, Section, claims_html, render, table_html
-from .registry import figures, sections, table_fn
-from .sharpness import TITLE as SHARPNESS_TITLE
-from .sharpness import draw_sharpness, import_sharpness, saved_sharpness
+from maskdistill import __version__
+from maskdistill.probes.core.manifest import FIGURES, MANIFEST, read_manifest
+from maskdistill.probes.core.registry import ProbeResult
+from maskdistill.report import claims as claims_mod
+from maskdistill.report.html import FigureBlock, Section, claims_html, render, table_html
+from maskdistill.report.plots.sharpness import TITLE as SHARPNESS_TITLE
+from maskdistill.report.plots.sharpness import draw_sharpness, import_sharpness, saved_sharpness
+from maskdistill.report.registry import figures, sections, table_fn
 
 log = logging.getLogger(__name__)
-MANIFEST = "analyze.json"
-FIGURES = "figures"
 MAX_OTHER_ROWS = 40
-
-
-def read_manifest(out: Path) -> dict:
-    p = Path(out) / MANIFEST
-    if not p.is_file():
-        return {"models": {}, "order": [], "pairs": []}
-    m = json.loads(p.read_text())
-    m.setdefault("models", {}), m.setdefault("order", []), m.setdefault("pairs", [])
-    return m
 
 
 def discover(out: Path) -> Dict[str, Dict[str, ProbeResult]]:
@@ -75,8 +66,11 @@ def _layer_tables(model: str, probes: Dict[str, ProbeResult]) -> Optional[pd.Dat
     return pd.concat(frames, axis=1).sort_index()
 
 
-def build_report(out: str | Path, pairs: Optional[Sequence[Tuple[str, str]]] = None,
-                 sharpness: Optional[Mapping[str, str | Path]] = None) -> Path:
+def build_report(
+    out: str | Path,
+    pairs: Optional[Sequence[Tuple[str, str]]] = None,
+    sharpness: Optional[Mapping[str, str | Path]] = None,
+) -> Path:
     """Draw every registered figure of the results in ``out`` and write ``out/report.html``.
     ``sharpness``: ``{name: fine-tuning run}`` whose sharpness logs are added (Fig. 7c/f) and kept."""
     out = Path(out)
@@ -84,15 +78,19 @@ def build_report(out: str | Path, pairs: Optional[Sequence[Tuple[str, str]]] = N
         out.mkdir(parents=True, exist_ok=True)
         import_sharpness(out, sharpness)
     if not out.is_dir():
-        raise FileNotFoundError(f"{out} is not a folder of analysis results; run `maskdistill analyze --out {out}` "
-                                f"first.")
+        raise FileNotFoundError(
+            f"{out} is not a folder of analysis results; run `maskdistill analyze --out {out}` first."
+        )
     manifest = read_manifest(out)
     results = discover(out)
     if not results and saved_sharpness(out).empty:
-        raise FileNotFoundError(f"no probe results (<model>/<probe>.csv + .json) found under {out} (and no "
-                                f"sharpness logs: --sharpness NAME=RUN adds a fine-tuning run's).")
+        raise FileNotFoundError(
+            f"no probe results (<model>/<probe>.csv + .json) found under {out} (and no "
+            f"sharpness logs: --sharpness NAME=RUN adds a fine-tuning run's)."
+        )
     order = model_order(manifest, results)
-    from .style import model_colors
+    from maskdistill.report.style import model_colors
+
     colors = model_colors(order)
     figdir = out / FIGURES
     secs = {k: Section(s.title, s.intro) for k, s in sorted(sections().items(), key=lambda kv: kv[1].order)}
@@ -109,11 +107,17 @@ def build_report(out: str | Path, pairs: Optional[Sequence[Tuple[str, str]]] = N
             continue
         drawn_probes.add(spec.probe)
         sec = secs.get(spec.section) or secs["other"]
-        sec.figures += [FigureBlock(spec.title if len([p for p in paths if p.suffix == ".png"]) == 1
-                                    else f"{spec.title} — {p.stem}", p) for p in paths if p.suffix == ".png"]
+        sec.figures += [
+            FigureBlock(
+                spec.title if len([p for p in paths if p.suffix == ".png"]) == 1 else f"{spec.title} — {p.stem}", p
+            )
+            for p in paths
+            if p.suffix == ".png"
+        ]
     try:
-        secs["geometry"].figures += [FigureBlock(SHARPNESS_TITLE, p) for p in draw_sharpness(out, figdir)
-                                     if p.suffix == ".png"]
+        secs["geometry"].figures += [
+            FigureBlock(SHARPNESS_TITLE, p) for p in draw_sharpness(out, figdir) if p.suffix == ".png"
+        ]
     except Exception as e:  # a damaged copied log: say so, keep the rest of the report
         errors.append(f"figure fig7cf_sharpness: {type(e).__name__}: {e}")
 
@@ -123,8 +127,9 @@ def build_report(out: str | Path, pairs: Optional[Sequence[Tuple[str, str]]] = N
     if all_pairs:
         missing = [n for p in all_pairs for n in p if n not in results]
         if missing:
-            claim_sec.html.append(f"<p class='error'>pair member(s) without results: "
-                                  f"{html.escape(', '.join(missing))}</p>")
+            claim_sec.html.append(
+                f"<p class='error'>pair member(s) without results: {html.escape(', '.join(missing))}</p>"
+            )
         table = claims_mod.evaluate([p for p in all_pairs if p[0] in results and p[1] in results], results)
         claim_sec.html.append(claims_html(table, claims_mod.DEFINITIONS))
         if not table.empty:
@@ -142,29 +147,44 @@ def build_report(out: str | Path, pairs: Optional[Sequence[Tuple[str, str]]] = N
             if probe in drawn_probes:
                 continue
             t = res.table
-            more = (f" (first {MAX_OTHER_ROWS} of {len(t)} rows; all in {m}/{probe}.csv)"
-                    if len(t) > MAX_OTHER_ROWS else "")
-            other.html.append(f"<h3>{html.escape(m)}: {html.escape(probe)}{html.escape(more)}</h3>"
-                              + table_html(t.head(MAX_OTHER_ROWS), index=False))
+            more = (
+                f" (first {MAX_OTHER_ROWS} of {len(t)} rows; all in {m}/{probe}.csv)" if len(t) > MAX_OTHER_ROWS else ""
+            )
+            other.html.append(
+                f"<h3>{html.escape(m)}: {html.escape(probe)}{html.escape(more)}</h3>"
+                + table_html(t.head(MAX_OTHER_ROWS), index=False)
+            )
     status = Section("Skipped or failed probes")
     for m in order:
         info = manifest.get("models", {}).get(m, {})
         for kind in ("skipped", "failed"):
             for probe, why in sorted(info.get(kind, {}).items()):
-                status.html.append(f"<p class='{'na' if kind == 'skipped' else 'error'}'>{html.escape(m)}: "
-                                   f"{html.escape(probe)} {kind}: {html.escape(str(why))}</p>")
+                status.html.append(
+                    f"<p class='{'na' if kind == 'skipped' else 'error'}'>{html.escape(m)}: "
+                    f"{html.escape(probe)} {kind}: {html.escape(str(why))}</p>"
+                )
     status.html += [f"<p class='error'>{html.escape(e)}</p>" for e in errors]
 
     rows = []
     for m in order:
         info = manifest.get("models", {}).get(m, {})
         any_meta = next(iter(results[m].values())).meta
-        rows.append((m, colors[m], {"spec": info.get("spec", any_meta.get("spec", "")),
-                                    "data": info.get("data", (any_meta.get("data") or {}).get("data", "")),
-                                    "images": info.get("images", any_meta.get("images", "")),
-                                    "probes": ", ".join(sorted(results[m]))}))
-    header = [f"maskdistill {html.escape(__version__)} · generated {_dt.datetime.now().isoformat(timespec='seconds')} "
-              f"from {html.escape(str(out.resolve()))} (regenerate: <code>maskdistill report {html.escape(str(out))}</code>)"]
+        rows.append(
+            (
+                m,
+                colors[m],
+                {
+                    "spec": info.get("spec", any_meta.get("spec", "")),
+                    "data": info.get("data", (any_meta.get("data") or {}).get("data", "")),
+                    "images": info.get("images", any_meta.get("images", "")),
+                    "probes": ", ".join(sorted(results[m])),
+                },
+            )
+        )
+    header = [
+        f"maskdistill {html.escape(__version__)} · generated {_dt.datetime.now().isoformat(timespec='seconds')} "
+        f"from {html.escape(str(out.resolve()))} (regenerate: <code>maskdistill report {html.escape(str(out))}</code>)"
+    ]
     body = [claim_sec] + [s for k, s in secs.items() if k != "other"] + [numbers, other, status]
     page = render("maskdistill analysis", header, rows, body)
     path = out / "report.html"

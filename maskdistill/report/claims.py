@@ -18,6 +18,7 @@ decrease no larger in magnitude than the top-layer NMI increase of claim 2.
 
 Other families can add claims with :func:`register_claim`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from ..probes.registry import ProbeResult
+from maskdistill.probes.core.registry import ProbeResult
 
 TOP_FRACTION = 1.0 / 3.0
 
@@ -51,17 +52,48 @@ class Claim:
 
 
 CLAIMS: List[Claim] = [
-    Claim("distance_top", "MD lowers the average attention distance in the top layers", "attention_distance",
-          "attention_distance_layer_mean", "top", -1),
+    Claim(
+        "distance_top",
+        "MD lowers the average attention distance in the top layers",
+        "attention_distance",
+        "attention_distance_layer_mean",
+        "top",
+        -1,
+    ),
     Claim("nmi_top", "MD raises NMI in the top layers", "attention_nmi", "attention_nmi_layer_mean", "top", +1),
-    Claim("nmi_lower", "MD lowers NMI slightly in the lower layers", "attention_nmi", "attention_nmi_layer_mean",
-          "lower", -1, slight_of="nmi_top"),
-    Claim("token_sv_top", "MD raises the top-layer token-level relative singular values (less folding)",
-          "token_singular_values", "mean_relative_log_singular_value", "top", +1),
-    Claim("image_sv_top", "MD raises the top-layer image-level relative singular values (less folding)",
-          "image_singular_values", "mean_relative_log_singular_value", "top", +1),
-    Claim("low_freq_top", "MD increases the low-frequency preference in the top layers (lower Δ log amplitude "
-          "of the high frequency)", "feature_fourier", "high_freq_relative_log_amplitude", "top", -1),
+    Claim(
+        "nmi_lower",
+        "MD lowers NMI slightly in the lower layers",
+        "attention_nmi",
+        "attention_nmi_layer_mean",
+        "lower",
+        -1,
+        slight_of="nmi_top",
+    ),
+    Claim(
+        "token_sv_top",
+        "MD raises the top-layer token-level relative singular values (less folding)",
+        "token_singular_values",
+        "mean_relative_log_singular_value",
+        "top",
+        +1,
+    ),
+    Claim(
+        "image_sv_top",
+        "MD raises the top-layer image-level relative singular values (less folding)",
+        "image_singular_values",
+        "mean_relative_log_singular_value",
+        "top",
+        +1,
+    ),
+    Claim(
+        "low_freq_top",
+        "MD increases the low-frequency preference in the top layers (lower Δ log amplitude of the high frequency)",
+        "feature_fourier",
+        "high_freq_relative_log_amplitude",
+        "top",
+        -1,
+    ),
 ]
 
 
@@ -90,9 +122,19 @@ def evaluate_pair(teacher: str, student: str, results: Dict[str, Dict[str, Probe
     rows, deltas = [], {}
     for c in CLAIMS:
         rt, rs = results.get(teacher, {}).get(c.probe), results.get(student, {}).get(c.probe)
-        row = dict(teacher=teacher, student=student, claim=c.statement, probe=c.probe, group=c.group,
-                   teacher_layers="", student_layers="", teacher_value=np.nan, student_value=np.nan,
-                   delta=np.nan, verdict="not measured")
+        row = dict(
+            teacher=teacher,
+            student=student,
+            claim=c.statement,
+            probe=c.probe,
+            group=c.group,
+            teacher_layers="",
+            student_layers="",
+            teacher_value=np.nan,
+            student_value=np.nan,
+            delta=np.nan,
+            verdict="not measured",
+        )
         if rt is None or rs is None:
             row["verdict"] = f"not measured (run {c.probe} on both models)"
             rows.append(row)
@@ -127,10 +169,20 @@ def evaluate(pairs: List[Tuple[str, str]], results: Dict[str, Dict[str, ProbeRes
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-DEFINITIONS = ("Top layers: the last third of the blocks (k = max(1, round(depth/3)) blocks); lower layers: "
-               "the first third. Values are means over the group of the per-layer value (attention: mean over "
-               "heads; spectra: mean of the kept relative log singular values; Fourier: Δ log amplitude of the "
-               "highest kept frequency). 'Slightly' = a decrease no larger than the top-layer NMI increase.")
+DEFINITIONS = (
+    "Top layers: the last third of the blocks (k = max(1, round(depth/3)) blocks); lower layers: "
+    "the first third. Values are means over the group of the per-layer value (attention: mean over "
+    "heads; spectra: mean of the kept relative log singular values; Fourier: Δ log amplitude of the "
+    "highest kept frequency). 'Slightly' = a decrease no larger than the top-layer NMI increase."
+)
 
-__all__ = ["Claim", "CLAIMS", "register_claim", "layer_groups", "evaluate_pair", "evaluate", "DEFINITIONS",
-           "TOP_FRACTION"]
+__all__ = [
+    "Claim",
+    "CLAIMS",
+    "register_claim",
+    "layer_groups",
+    "evaluate_pair",
+    "evaluate",
+    "DEFINITIONS",
+    "TOP_FRACTION",
+]

@@ -2,6 +2,7 @@
 report") with every figure embedded as a base64 data URI, a table of per-layer numbers per model,
 the claims table for teacher/student pairs, and every other saved result as a table. No external
 file, script, font or stylesheet is referenced, so the page can be mailed or archived alone."""
+
 from __future__ import annotations
 
 import base64
@@ -57,33 +58,49 @@ def verdict_class(verdict: str) -> str:
 def claims_html(claims: pd.DataFrame, definitions: str) -> str:
     if claims.empty:
         return ""
-    out = [f"<p class='note'>{html.escape(definitions)}</p>", "<table class='claims'><tr><th>teacher → student</th><th>claim</th>"
-           "<th>layers (teacher / student)</th><th>teacher</th><th>student</th><th>Δ (student − teacher)</th>"
-           "<th>verdict</th></tr>"]
+    out = [
+        f"<p class='note'>{html.escape(definitions)}</p>",
+        "<table class='claims'><tr><th>teacher → student</th><th>claim</th>"
+        "<th>layers (teacher / student)</th><th>teacher</th><th>student</th><th>Δ (student − teacher)</th>"
+        "<th>verdict</th></tr>",
+    ]
     for r in claims.itertuples():
         num = lambda v: "" if pd.isna(v) else f"{v:.4g}"  # noqa: E731
-        out.append(f"<tr><td>{html.escape(r.teacher)} → {html.escape(r.student)}</td><td>{html.escape(r.claim)}</td>"
-                   f"<td>{html.escape(str(r.teacher_layers))} / {html.escape(str(r.student_layers))}</td>"
-                   f"<td class='num'>{num(r.teacher_value)}</td><td class='num'>{num(r.student_value)}</td>"
-                   f"<td class='num'>{num(r.delta)}</td>"
-                   f"<td class='{verdict_class(r.verdict)}'>{html.escape(r.verdict)}</td></tr>")
+        out.append(
+            f"<tr><td>{html.escape(r.teacher)} → {html.escape(r.student)}</td><td>{html.escape(r.claim)}</td>"
+            f"<td>{html.escape(str(r.teacher_layers))} / {html.escape(str(r.student_layers))}</td>"
+            f"<td class='num'>{num(r.teacher_value)}</td><td class='num'>{num(r.student_value)}</td>"
+            f"<td class='num'>{num(r.delta)}</td>"
+            f"<td class='{verdict_class(r.verdict)}'>{html.escape(r.verdict)}</td></tr>"
+        )
     out.append("</table>")
     return "\n".join(out)
 
 
-def render(title: str, header: List[str], models: List[Tuple[str, str, Dict[str, str]]], sections: List[Section],
-           footer: Optional[str] = None) -> str:
+def render(
+    title: str,
+    header: List[str],
+    models: List[Tuple[str, str, Dict[str, str]]],
+    sections: List[Section],
+    footer: Optional[str] = None,
+) -> str:
     """models: (name, colour, {column: text}) rows of the model table."""
-    parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
-             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>"]
+    parts = [
+        "<!DOCTYPE html>",
+        "<html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
     parts += [f"<p class='note'>{line}</p>" for line in header]
     if models:
         cols = sorted({k for _, _, info in models for k in info}, key=lambda k: (k != "spec", k))
         parts.append("<table><tr><th>model</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>")
         for name, color, info in models:
-            parts.append(f"<tr><td><span class='swatch' style='background:{color}'></span>{html.escape(name)}</td>"
-                         + "".join(f"<td>{html.escape(str(info.get(c, '')))}</td>" for c in cols) + "</tr>")
+            parts.append(
+                f"<tr><td><span class='swatch' style='background:{color}'></span>{html.escape(name)}</td>"
+                + "".join(f"<td>{html.escape(str(info.get(c, '')))}</td>" for c in cols)
+                + "</tr>"
+            )
         parts.append("</table>")
     for sec in sections:
         if not sec.figures and not sec.html:
@@ -92,8 +109,10 @@ def render(title: str, header: List[str], models: List[Tuple[str, str, Dict[str,
         if sec.intro:
             parts.append(f"<p class='note'>{html.escape(sec.intro)}</p>")
         for fig in sec.figures:
-            parts.append(f"<figure><img src='{data_uri(fig.png)}' alt='{html.escape(fig.title, quote=True)}'>"
-                         f"<figcaption>{html.escape(fig.title)}</figcaption></figure>")
+            parts.append(
+                f"<figure><img src='{data_uri(fig.png)}' alt='{html.escape(fig.title, quote=True)}'>"
+                f"<figcaption>{html.escape(fig.title)}</figcaption></figure>"
+            )
         parts += sec.html
     if footer:
         parts.append(f"<p class='note'>{footer}</p>")

@@ -9,13 +9,13 @@ optionally, a per-layer table; figures are grouped into report sections.
 A figure function receives every model's result of its probe (model name -> ProbeResult, in report
 order) and a fixed colour per model, writes PNG + PDF under ``figdir`` and returns their paths (an
 empty list when there is nothing to draw). Plot modules are found by name: every module
-``maskdistill/report/*_plots.py`` is imported by :func:`load_plot_modules`, so a new family adds a
+``maskdistill/report/plots/`` module listed in :data:`PLOT_MODULES` is imported by :func:`load_plot_modules`, so a new family adds a
 file and nothing else. Probes without a registered figure still appear in the report as tables.
 """
+
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -55,24 +55,29 @@ def section(key: str, title: str, order: int = 100, intro: str = "") -> SectionS
     return _SECTIONS[key]
 
 
-def figure(probe: str, name: Optional[str] = None, title: str = "", section: str = "other",
-           order: int = 100) -> Callable[[FigureFn], FigureFn]:
+def figure(
+    probe: str, name: Optional[str] = None, title: str = "", section: str = "other", order: int = 100
+) -> Callable[[FigureFn], FigureFn]:
     """Register ``fn(results, colors, figdir) -> [paths]`` as a figure of ``probe``'s results."""
+
     def deco(fn: FigureFn) -> FigureFn:
         key = name or probe
         if key in _FIGURES and _FIGURES[key].fn is not fn:
             raise ValueError(f"a report figure named {key!r} is registered already ({_FIGURES[key].fn.__module__}).")
         _FIGURES[key] = FigureSpec(probe, key, fn, title or key, section, order)
         return fn
+
     return deco
 
 
 def layer_table(probe: str) -> Callable[[TableFn], TableFn]:
     """Register ``fn(result) -> DataFrame`` (index: layer; columns: numbers) for the per-layer
     table of each model; probes without one get :func:`default_layer_table`."""
+
     def deco(fn: TableFn) -> TableFn:
         _TABLES[probe] = fn
         return fn
+
     return deco
 
 
@@ -89,12 +94,14 @@ def default_layer_table(result) -> Optional[pd.DataFrame]:
     return per_layer.pivot_table(index="layer", columns="metric", values="value", aggfunc="mean")
 
 
+# The figure families: each module of ``maskdistill.report.plots`` registers its figures and tables.
+PLOT_MODULES = ("attention", "spectra", "hessian")
+
+
 def load_plot_modules() -> None:
-    """Import every ``maskdistill.report.*_plots`` module so that its registrations run."""
-    pkg = importlib.import_module(__package__)
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        if mod.name.endswith("_plots"):
-            importlib.import_module(f"{__package__}.{mod.name}")
+    """Import every figure family in :data:`PLOT_MODULES` so that its registrations run."""
+    for name in PLOT_MODULES:
+        importlib.import_module(f"maskdistill.report.plots.{name}")
 
 
 def figures() -> List[FigureSpec]:
@@ -113,5 +120,15 @@ def table_fn(probe: str) -> TableFn:
     return _TABLES.get(probe, default_layer_table)
 
 
-__all__ = ["SectionSpec", "FigureSpec", "section", "figure", "layer_table", "default_layer_table",
-           "load_plot_modules", "figures", "sections", "table_fn"]
+__all__ = [
+    "SectionSpec",
+    "FigureSpec",
+    "section",
+    "figure",
+    "layer_table",
+    "default_layer_table",
+    "load_plot_modules",
+    "figures",
+    "sections",
+    "table_fn",
+]

@@ -1,6 +1,7 @@
 """Shared look of the report's figures (paper Figs. 2-6, 10): one fixed colour per model across
 all figures, a depth colour ramp (darker = lower layer, lighter = deeper, as the paper's Figs. 4/5),
 and saving every figure as PNG + PDF. Matplotlib runs headless (Agg)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-           "#7f7f7f", "#bcbd22")
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
 DEPTH_CMAP = "viridis"  # dark (low layers) -> light (deep layers)
 
 

@@ -5,16 +5,17 @@ A callback sees a ``LoopState``: the task module (unwrapped from DDP/compile), t
 batch that is the same at every call and across resumes, and ``log`` to write its own metrics
 (``<run>/metrics_<group>.csv`` and TensorBoard). Callbacks run on the main process only.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 from torch import nn
 
-from .metrics import MetricsWriter
+from maskdistill.runs.metrics import MetricsWriter
 
 
 @dataclass
@@ -35,15 +36,17 @@ class LoopState:
         if "batch" not in self._cache:
             if self._fixed_batch is None:
                 raise RuntimeError("this job provides no fixed batch for callbacks.")
-            self._cache["batch"] = {k: v.to(self.device) if torch.is_tensor(v) else v
-                                    for k, v in self._fixed_batch().items()}
+            self._cache["batch"] = {
+                k: v.to(self.device) if torch.is_tensor(v) else v for k, v in self._fixed_batch().items()
+            }
         return self._cache["batch"]
 
     def log(self, values: Dict[str, float], group: str = "callbacks") -> None:
         """Append ``values`` (with this step and epoch) to ``metrics_<group>.csv`` and TensorBoard."""
         if group not in self._writers:
-            self._writers[group] = MetricsWriter(self.run_dir, resume_step=self._resume_step,
-                                                 name=f"metrics_{group}", tb_prefix=group)
+            self._writers[group] = MetricsWriter(
+                self.run_dir, resume_step=self._resume_step, name=f"metrics_{group}", tb_prefix=group
+            )
         self._writers[group].write({"step": self.step, "epoch": self.epoch, **values})
 
     def close(self) -> None:
@@ -54,6 +57,7 @@ class LoopState:
 class Callback:
     """Override what you need. ``every``: call ``on_step_end`` every this many steps (and at the
     last step); 0 = never."""
+
     every: int = 1
 
     def on_train_start(self, state: LoopState) -> None:

@@ -1,6 +1,7 @@
 """Supervised image classification with the same loop as pre-training: the demo trains its small
 teacher with it (the paper's supervised DeiT teacher, in miniature). Fine-tuning recipes (layer
 decay, RandAugment, ...) build on this task."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -12,15 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import __version__
-from ..config import DataConfig, OptimConfig, TrainConfig, to_dict
-from ..data.pipeline import SeededSamples
-from ..data.transforms import pretrain_transform
-from ..distill.distiller import to_unit
-from ..models.loading import check_timm_name
-from .distributed import Dist, init_distributed, resolve_device
-from .loop import Job, run
-from .pretrain import base_dataset, prepare_run_dir, write_run_dir
+from maskdistill import __version__
+from maskdistill.config import DataConfig, OptimConfig, TrainConfig, to_dict
+from maskdistill.data.pipeline import SeededSamples
+from maskdistill.data.sources import base_dataset
+from maskdistill.data.transforms import pretrain_transform, to_unit
+from maskdistill.models.device import resolve_device
+from maskdistill.models.loading import check_timm_name
+from maskdistill.runs.folder import prepare_run_dir
+from maskdistill.train.distributed import Dist, init_distributed
+from maskdistill.train.loop import Job, run
+from maskdistill.train.pretrain import write_run_dir
 
 
 @dataclass
@@ -63,15 +66,22 @@ class Classifier(nn.Module):
 
 def build_classifier(cfg: ClassifyConfig, num_classes: int) -> Classifier:
     check_timm_name(cfg.model.arch)
-    model = timm.create_model(cfg.model.arch, pretrained=False, num_classes=num_classes,
-                              img_size=cfg.data.img_size, drop_path_rate=cfg.model.drop_path, **cfg.model.kwargs)
+    model = timm.create_model(
+        cfg.model.arch,
+        pretrained=False,
+        num_classes=num_classes,
+        img_size=cfg.data.img_size,
+        drop_path_rate=cfg.model.drop_path,
+        **cfg.model.kwargs,
+    )
     return Classifier(model, cfg.model.mean, cfg.model.std, cfg.label_smoothing)
 
 
-def train_classifier(cfg: ClassifyConfig, out: str | Path, resume: bool = False, overwrite: bool = False,
-                     dist: Optional[Dist] = None) -> Dict[str, float]:
+def train_classifier(
+    cfg: ClassifyConfig, out: str | Path, resume: bool = False, overwrite: bool = False, dist: Optional[Dist] = None
+) -> Dict[str, float]:
     out = Path(out)
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device, "train.device")
     dist = dist or init_distributed(device)
     cfg_dict = to_dict(cfg)
     if dist.main:  # refuse early, write nothing yet
@@ -84,14 +94,29 @@ def train_classifier(cfg: ClassifyConfig, out: str | Path, resume: bool = False,
         raise ValueError(f"{d.path} has no class sub-folders; classification needs labelled images.")
     torch.manual_seed(cfg.train.seed)
     task = build_classifier(cfg, num_classes)
-    dataset = SeededSamples(base, pretrain_transform(d.img_size, d.min_scale, d.color_jitter, d.hflip),
-                            None, cfg.train.seed)
+    dataset = SeededSamples(
+        base, pretrain_transform(d.img_size, d.min_scale, d.color_jitter, d.hflip), None, cfg.train.seed
+    )
     write_run_dir(out, cfg, resume, overwrite, dist)
     kwargs = dict(cfg.model.kwargs, num_classes=num_classes, img_size=d.img_size)
-    info = {"arch": cfg.model.arch, "kwargs": kwargs, "mean": list(cfg.model.mean), "std": list(cfg.model.std),
-            "img_size": d.img_size, "classes": list(classes)}
-    job = Job(task=task, batch_keys=("image", "label"), dataset=dataset, optim=cfg.optim, train=cfg.train,
-              run_dir=out, backbone=lambda: (task.model, info),
-              meta={"kind": "classify", "version": __version__, "config": cfg_dict},
-              num_workers=d.num_workers, max_corrupt_share=d.max_corrupt_share)
+    info = {
+        "arch": cfg.model.arch,
+        "kwargs": kwargs,
+        "mean": list(cfg.model.mean),
+        "std": list(cfg.model.std),
+        "img_size": d.img_size,
+        "classes": list(classes),
+    }
+    job = Job(
+        task=task,
+        batch_keys=("image", "label"),
+        dataset=dataset,
+        optim=cfg.optim,
+        train=cfg.train,
+        run_dir=out,
+        backbone=lambda: (task.model, info),
+        meta={"kind": "classify", "version": __version__, "config": cfg_dict},
+        num_workers=d.num_workers,
+        max_corrupt_share=d.max_corrupt_share,
+    )
     return run(job, device, dist, resume=resume)

@@ -1,5 +1,6 @@
 """Process-group set-up for ``torchrun`` (single- and multi-node, env:// rendezvous): NCCL on CUDA,
 gloo on CPU. Without torchrun's environment everything runs as one process."""
+
 from __future__ import annotations
 
 import os
@@ -33,14 +34,6 @@ def init_distributed(device: torch.device) -> Dist:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://")
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda but no CUDA device is visible; use train.device=cpu.")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
 
 
 def mean_across(x: torch.Tensor, d: Dist) -> torch.Tensor:

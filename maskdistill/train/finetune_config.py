@@ -1,11 +1,12 @@
 """Configuration of ``maskdistill finetune``. Defaults are the paper's baseline recipe, Table 1
 "CLIP/ViT-B/16" (the preset ``configs/finetune/vit_b16_paper.yaml`` spells it out item by item)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..config import ConfigError, DataConfig, OptimConfig, TrainConfig
+from maskdistill.config import ConfigError, DataConfig, OptimConfig, TrainConfig
 
 
 @dataclass
@@ -103,8 +104,10 @@ def validate_finetune(cfg: FinetuneConfig) -> FinetuneConfig:
         if value not in choices:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(repr(c) for c in choices)}.")
     if not cfg.model.spec:
-        raise ConfigError("model.spec is empty: give a maskdistill run/checkpoint directory or "
-                          "timm:<name>[@weights file] (e.g. model.spec=runs/md_student).")
+        raise ConfigError(
+            "model.spec is empty: give a maskdistill run/checkpoint directory or "
+            "timm:<name>[@weights file] (e.g. model.spec=runs/md_student)."
+        )
     o = cfg.optim
     if not 0 < o.layer_decay <= 1:
         raise ConfigError(f"optim.layer_decay={o.layer_decay} must be in (0, 1] (1 = no decay).")
@@ -117,5 +120,13 @@ def validate_finetune(cfg: FinetuneConfig) -> FinetuneConfig:
     return cfg
 
 
-__all__ = ["FinetuneConfig", "FinetuneDataConfig", "FinetuneModelConfig", "FinetuneOptimConfig",
-           "AugConfig", "EmaConfig", "EvalConfig", "validate_finetune"]
+__all__ = [
+    "FinetuneConfig",
+    "FinetuneDataConfig",
+    "FinetuneModelConfig",
+    "FinetuneOptimConfig",
+    "AugConfig",
+    "EmaConfig",
+    "EvalConfig",
+    "validate_finetune",
+]

@@ -7,6 +7,7 @@ embedding) is group 0 with scale ``decay**(depth+1)``; block i is group i+1 with
 ViT-B/16). timm's ``param_groups_layer_decay`` puts a ViT's final norm into the last block's group
 instead, which is why this is our own.
 """
+
 from __future__ import annotations
 
 import re
@@ -14,7 +15,7 @@ from typing import Dict, List, Tuple
 
 from torch import nn
 
-from .optim import decays
+from maskdistill.train.optim import decays
 
 _STEM = ("cls_token", "reg_token", "dist_token", "mask_token", "pos_embed", "patch_embed.", "norm_pre.")
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
@@ -23,8 +24,10 @@ _BLOCK = re.compile(r"^blocks\.(\d+)\.")
 def num_blocks(model: nn.Module) -> int:
     blocks = getattr(model, "blocks", None)
     if blocks is None:
-        raise TypeError(f"{type(model).__name__} has no .blocks: layer decay and block freezing need a "
-                        f"timm ViT/BEiT/EVA-style model.")
+        raise TypeError(
+            f"{type(model).__name__} has no .blocks: layer decay and block freezing need a "
+            f"timm ViT/BEiT/EVA-style model."
+        )
     return len(blocks)
 
 
@@ -37,8 +40,7 @@ def layer_id(name: str, depth: int) -> int:
     return int(m.group(1)) + 1 if m else depth + 1
 
 
-def layer_decay_groups(model: nn.Module, weight_decay: float, layer_decay: float,
-                       prefix: str = "") -> List[Dict]:
+def layer_decay_groups(model: nn.Module, weight_decay: float, layer_decay: float, prefix: str = "") -> List[Dict]:
     """AdamW parameter groups with ``lr_scale`` (the loop multiplies the scheduled lr by it) and
     weight decay off for 1-D parameters, tokens, position embeddings and bias tables. Parameters
     with ``requires_grad=False`` (frozen) are left out. ``prefix`` is stripped from names (a task
@@ -48,11 +50,18 @@ def layer_decay_groups(model: nn.Module, weight_decay: float, layer_decay: float
     for full, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        name = full[len(prefix):] if prefix and full.startswith(prefix) else full
+        name = full[len(prefix) :] if prefix and full.startswith(prefix) else full
         lid, dec = layer_id(name, depth), decays(name, p)
-        g = groups.setdefault((lid, dec), {"params": [], "names": [], "layer": lid,
-                                           "weight_decay": weight_decay if dec else 0.0,
-                                           "lr_scale": layer_decay ** (depth + 1 - lid)})
+        g = groups.setdefault(
+            (lid, dec),
+            {
+                "params": [],
+                "names": [],
+                "layer": lid,
+                "weight_decay": weight_decay if dec else 0.0,
+                "lr_scale": layer_decay ** (depth + 1 - lid),
+            },
+        )
         g["params"].append(p)
         g["names"].append(name)
     return [groups[k] for k in sorted(groups)]
@@ -70,14 +79,19 @@ def freeze(model: nn.Module, patch_projection: bool = False, blocks: int = 0, ba
     head trains). Returns the frozen parameter names."""
     depth = num_blocks(model)
     if blocks < 0 or blocks > depth:
-        raise ValueError(f"cannot freeze {blocks} blocks of a {depth}-block model; use 0..{depth} "
-                         f"(or the linear probe for a frozen backbone).")
+        raise ValueError(
+            f"cannot freeze {blocks} blocks of a {depth}-block model; use 0..{depth} "
+            f"(or the linear probe for a frozen backbone)."
+        )
     head = _head_names(model)
     frozen = []
     for name, p in model.named_parameters():
         lid = layer_id(name, depth)
-        hit = (backbone and not name.startswith(head)) or (patch_projection and name.startswith("patch_embed.")) \
+        hit = (
+            (backbone and not name.startswith(head))
+            or (patch_projection and name.startswith("patch_embed."))
             or (blocks > 0 and lid <= blocks)
+        )
         if hit:
             p.requires_grad_(False)
             frozen.append(name)

@@ -2,6 +2,7 @@
 the task module returns ``{"loss": ...}`` and the loop does the rest -- AdamW, per-step cosine
 schedule, gradient accumulation and clipping, bf16 autocast on CUDA, optional torch.compile, DDP,
 checkpoints with exact resume, metrics and a progress bar (MAE's model/engine split)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -18,28 +19,30 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..config import OptimConfig, TrainConfig
-from ..data.pipeline import SeededSamples, StepBatchSampler, sample_seed
-from .callbacks import Callback, LoopState, due
-from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from .distributed import Dist, sum_across
-from .metrics import MetricsWriter
-from .optim import build_optimizer, cosine_lr, set_lr
+from maskdistill.config import OptimConfig, TrainConfig
+from maskdistill.data.pipeline import SeededSamples, StepBatchSampler, sample_seed
+from maskdistill.errors import RunStopped
+from maskdistill.runs.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from maskdistill.runs.metrics import MetricsWriter
+from maskdistill.train.callbacks import Callback, LoopState, due
+from maskdistill.train.distributed import Dist, sum_across
+from maskdistill.train.optim import build_optimizer, cosine_lr, set_lr
 
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RunStopped):
     """The loss became NaN or infinite; nothing was saved after the last good checkpoint."""
 
 
-class CorruptDataError(RuntimeError):
+class CorruptDataError(RunStopped):
     """More corrupt images than ``data.max_corrupt_share`` allows."""
 
 
 @dataclass
 class Job:
     """What the loop needs besides the task module."""
+
     task: nn.Module
     batch_keys: Tuple[str, ...]  # task(*[batch[k] for k in batch_keys])
     dataset: SeededSamples
@@ -68,7 +71,8 @@ def _stop_non_finite(run_dir: Path, what: str) -> None:
     prev = find_checkpoint(run_dir) if (Path(run_dir) / "checkpoints").exists() else None
     raise NonFiniteLossError(
         f"{what}; training stopped before the optimizer step. Last good checkpoint: "
-        f"{prev or 'none yet'} (kept). Lower optim.lr, enable optim.clip_grad, or check the data.")
+        f"{prev or 'none yet'} (kept). Lower optim.lr, enable optim.clip_grad, or check the data."
+    )
 
 
 def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -112,22 +116,41 @@ def run(job: Job, device: torch.device, dist: Dist, resume: bool = False) -> Dic
         model = nn.parallel.DistributedDataParallel(task, device_ids=[device.index] if device.type == "cuda" else None)
     if tr.compile:
         model = torch.compile(model)
-    sampler = StepBatchSampler(len(job.dataset), tr.batch_size, tr.seed, dist.rank, dist.world,
-                               tr.accum_steps, start_step=start)
+    sampler = StepBatchSampler(
+        len(job.dataset), tr.batch_size, tr.seed, dist.rank, dist.world, tr.accum_steps, start_step=start
+    )
     # The loader gets its own generator: creating its iterator would otherwise draw a seed from the
     # global RNG, after a resume has restored it, and shift every later drop-path draw (exact resume).
-    loader = DataLoader(job.dataset, batch_sampler=sampler, num_workers=job.num_workers,
-                        pin_memory=device.type == "cuda", persistent_workers=job.num_workers > 0,
-                        generator=torch.Generator().manual_seed(tr.seed))
+    loader = DataLoader(
+        job.dataset,
+        batch_sampler=sampler,
+        num_workers=job.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=job.num_workers > 0,
+        generator=torch.Generator().manual_seed(tr.seed),
+    )
     metrics = MetricsWriter(job.run_dir, enabled=dist.main, resume_step=start if resume else None)
     params = [p for p in task.parameters() if p.requires_grad]
-    bar = tqdm(total=stop, initial=start, disable=not dist.main or not sys.stderr.isatty(),
-               unit="step", dynamic_ncols=True)
-    state = LoopState(task, start, start / max(spe, 1), Path(job.run_dir), device, _fixed_batch=job.fixed_batch,
-                      _resume_step=start if resume else None)
+    bar = tqdm(
+        total=stop, initial=start, disable=not dist.main or not sys.stderr.isatty(), unit="step", dynamic_ncols=True
+    )
+    state = LoopState(
+        task,
+        start,
+        start / max(spe, 1),
+        Path(job.run_dir),
+        device,
+        _fixed_batch=job.fixed_batch,
+        _resume_step=start if resume else None,
+    )
     callbacks = list(job.callbacks) if dist.main else []
-    eval_writer = MetricsWriter(job.run_dir, enabled=dist.main and job.evaluate is not None,
-                                resume_step=start if resume else None, name="metrics_eval", tb_prefix="eval")
+    eval_writer = MetricsWriter(
+        job.run_dir,
+        enabled=dist.main and job.evaluate is not None,
+        resume_step=start if resume else None,
+        name="metrics_eval",
+        tb_prefix="eval",
+    )
     for cb in callbacks:
         cb.on_train_start(state)
     it = iter(loader)
@@ -149,7 +172,7 @@ def run(job: Job, device: torch.device, dist: Dist, resume: bool = False) -> Dic
                 batch = next(it)
                 inputs = [batch[k].to(device, non_blocking=True) for k in job.batch_keys]
                 sync = a == tr.accum_steps - 1 or not dist.enabled
-                with (contextlib.nullcontext() if sync else model.no_sync()), autocast_for(device, tr.precision):
+                with contextlib.nullcontext() if sync else model.no_sync(), autocast_for(device, tr.precision):
                     loss = model(*inputs)["loss"]
                     (loss / tr.accum_steps).backward()
                 loss_sum += loss.detach().float()
@@ -161,21 +184,30 @@ def run(job: Job, device: torch.device, dist: Dist, resume: bool = False) -> Dic
             if not math.isfinite(loss_value):
                 _stop_non_finite(job.run_dir, f"the loss is {loss_value} at step {step + 1}")
             if counts[1].item() > job.max_corrupt_share * seen:
-                raise CorruptDataError(f"{int(counts[1].item())} unreadable images among {seen} read "
-                                       f"(more than data.max_corrupt_share={job.max_corrupt_share}); "
-                                       f"remove or fix them (the log names each).")
+                raise CorruptDataError(
+                    f"{int(counts[1].item())} unreadable images among {seen} read "
+                    f"(more than data.max_corrupt_share={job.max_corrupt_share}); "
+                    f"remove or fix them (the log names each)."
+                )
             grad_norm = torch.nn.utils.clip_grad_norm_(params, op.clip_grad if op.clip_grad else float("inf"))
             if not math.isfinite(float(grad_norm)):  # a finite loss with inf/NaN gradients would
                 # poison the weights, and the next checkpoint would not be a good one
-                _stop_non_finite(job.run_dir, f"the gradient norm is {float(grad_norm)} at step {step + 1} "
-                                              f"(loss {loss_value})")
+                _stop_non_finite(
+                    job.run_dir, f"the gradient norm is {float(grad_norm)} at step {step + 1} (loss {loss_value})"
+                )
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if job.after_step is not None:
                 job.after_step(step + 1)
             dt = time.perf_counter() - tick
-            last = {"step": step + 1, "epoch": (step + 1) / spe, "loss": loss_value, "lr": lr,
-                    "grad_norm": float(grad_norm), "img_per_s": tr.batch_size / dt}
+            last = {
+                "step": step + 1,
+                "epoch": (step + 1) / spe,
+                "loss": loss_value,
+                "lr": lr,
+                "grad_norm": float(grad_norm),
+                "img_per_s": tr.batch_size / dt,
+            }
             metrics.write(last)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{last['img_per_s']:.0f}")
@@ -198,13 +230,26 @@ def run(job: Job, device: torch.device, dist: Dist, resume: bool = False) -> Dic
                 last = dict(last, **{f"eval_{k}": v for k, v in ev.items()})
             if dist.main and (step + 1) % tr.log_every == 0 and bar.disable:
                 eta = (time.perf_counter() - t0) / (step + 1 - start) * (stop - step - 1)
-                log.info("step %d/%d  loss %.4f  lr %.2e  %.0f img/s  eta %.0fs", step + 1, stop,
-                         loss_value, lr, last["img_per_s"], eta)
+                log.info(
+                    "step %d/%d  loss %.4f  lr %.2e  %.0f img/s  eta %.0fs",
+                    step + 1,
+                    stop,
+                    loss_value,
+                    lr,
+                    last["img_per_s"],
+                    eta,
+                )
             if (step + 1) % tr.ckpt_every == 0 or step + 1 == stop:
                 if dist.main:
-                    ck_dir = save_checkpoint(job.run_dir, step + 1, task, optimizer,
-                                             dict(job.meta, epoch=(step + 1) / spe, total_steps=total),
-                                             job.backbone() if job.backbone else None, tr.keep_last)
+                    ck_dir = save_checkpoint(
+                        job.run_dir,
+                        step + 1,
+                        task,
+                        optimizer,
+                        dict(job.meta, epoch=(step + 1) / spe, total_steps=total),
+                        job.backbone() if job.backbone else None,
+                        tr.keep_last,
+                    )
         for cb in callbacks:
             cb.on_train_end(state)
     finally:
@@ -213,7 +258,11 @@ def run(job: Job, device: torch.device, dist: Dist, resume: bool = False) -> Dic
         eval_writer.close()
         state.close()
     elapsed = time.perf_counter() - t0
-    return dict(last, steps_run=stop - start, seconds=elapsed, skipped_images=int(bad_total),
-                checkpoint=str(ck_dir) if ck_dir else "",
-                img_per_s_mean=(stop - start) * tr.batch_size / max(elapsed, 1e-9))
-
+    return dict(
+        last,
+        steps_run=stop - start,
+        seconds=elapsed,
+        skipped_images=int(bad_total),
+        checkpoint=str(ck_dir) if ck_dir else "",
+        img_per_s_mean=(stop - start) * tr.batch_size / max(elapsed, 1e-9),
+    )

@@ -1,6 +1,7 @@
 """AdamW with the usual ViT weight-decay exclusions, and the per-step cosine schedule with linear
 warm-up and a floor (the paper's Table 1: "Learning Rate Schedule: Cosine", warm-up epochs, minimal
 learning rate)."""
+
 from __future__ import annotations
 
 import math
@@ -9,12 +10,11 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
-from ..config import OptimConfig
+from maskdistill.config import OptimConfig
 
 # No weight decay on these (BEiT/MAE practice): position embeddings, CLS/mask tokens,
 # relative-position tables; plus every bias and norm weight (all 1-D parameters).
-NO_DECAY_NAMES = ("pos_embed", "cls_token", "dist_token", "mask_token", "reg_token",
-                  "relative_position_bias_table")
+NO_DECAY_NAMES = ("pos_embed", "cls_token", "dist_token", "mask_token", "reg_token", "relative_position_bias_table")
 
 
 def decays(name: str, p: torch.Tensor) -> bool:
@@ -26,8 +26,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
     for name, p in model.named_parameters():
         if p.requires_grad:
             (decay if decays(name, p) else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, groups: Optional[List[Dict]] = None) -> torch.optim.AdamW:

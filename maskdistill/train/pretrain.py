@@ -2,48 +2,32 @@
 ``PretrainConfig`` and run the training loop. Also the run-directory rules shared by every job:
 an output folder that holds a run is never overwritten silently, and resuming with a different
 config lists the differences."""
+
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 import torch
-from torch.utils.data import Dataset
 
-from .. import __version__
-from ..config import PretrainConfig, diff, to_dict, to_yaml
-from ..data.folder import ImageFolder
-from ..data.masking import make_mask_generator
-from ..data.pipeline import SeededSamples
-from ..data.synthetic import ShapesTextures
-from ..data.transforms import pretrain_transform
-from ..distill.distiller import MaskedDistiller
-from ..distill.parts import Whitening, build_decoder
-from ..models.flex import use_flex_attention
-from ..models.student import build_student
-from ..models.teacher import build_teacher, describe
-from .distributed import Dist, barrier, init_distributed, resolve_device
-from .loop import Job, run
+from maskdistill import __version__
+from maskdistill.config import PretrainConfig, to_dict, to_yaml
+from maskdistill.data.masking import make_mask_generator
+from maskdistill.data.pipeline import SeededSamples
+from maskdistill.data.sources import base_dataset
+from maskdistill.data.transforms import pretrain_transform
+from maskdistill.distill.distiller import MaskedDistiller
+from maskdistill.distill.parts import Whitening, build_decoder
+from maskdistill.models.device import resolve_device
+from maskdistill.models.flex import use_flex_attention
+from maskdistill.models.student import build_student
+from maskdistill.models.teacher import build_teacher, describe
+from maskdistill.runs.folder import prepare_run_dir
+from maskdistill.train.distributed import Dist, barrier, init_distributed
+from maskdistill.train.loop import Job, run
 
 log = logging.getLogger(__name__)
-
-# Keys that may change between a run and its resumption without changing the results.
-RESUME_FREE = ("train.max_steps", "train.log_every", "train.ckpt_every", "train.keep_last",
-               "train.device", "train.compile", "data.num_workers")
-
-
-class RunExistsError(FileExistsError):
-    pass
-
-
-def base_dataset(data_path: str, cfg_data: Any, split: str = "train") -> Dataset:
-    """The images behind a job: the built-in shapes x textures set or an image folder."""
-    if data_path == "builtin":
-        return ShapesTextures(num_images=cfg_data.builtin_images, image_size=cfg_data.builtin_image_size,
-                              seed=cfg_data.builtin_seed, split=split, label=cfg_data.builtin_label)
-    return ImageFolder(data_path)
 
 
 def build_distiller(cfg: PretrainConfig, pretrained_teacher: bool = True) -> MaskedDistiller:
@@ -51,58 +35,54 @@ def build_distiller(cfg: PretrainConfig, pretrained_teacher: bool = True) -> Mas
     student = build_student(cfg.student, img)
     in_chans = int(student.model.patch_embed.proj.in_channels)
     if cfg.decoder.kind == "tokenizer":  # BEiT v2: the targets are a VQ-KD tokenizer's codes
-        from ..distill.tokenizer import load_code_teacher
-        teacher = load_code_teacher(cfg.decoder.tokenizer, cfg.teacher.spec, cfg.decoder.codebook_size, img,
-                                    student.grid)
+        from maskdistill.distill.tokenizer import load_code_teacher
+
+        teacher = load_code_teacher(
+            cfg.decoder.tokenizer, cfg.teacher.spec, cfg.decoder.codebook_size, img, student.grid
+        )
     else:
-        teacher = build_teacher(cfg.teacher, img, student.patch_size, in_chans, cfg.student.mean,
-                                cfg.student.std, pretrained=pretrained_teacher)
+        teacher = build_teacher(
+            cfg.teacher,
+            img,
+            student.patch_size,
+            in_chans,
+            cfg.student.mean,
+            cfg.student.std,
+            pretrained=pretrained_teacher,
+        )
     decoder = build_decoder(cfg.decoder, student.embed_dim, teacher.dim, student.model.blocks[0].attn.num_heads)
     gen = mask_generator(cfg, student.grid)
-    log.info("teacher %s; student %s (%.1fM parameters, grid %s)", describe(teacher), cfg.student.arch,
-             sum(p.numel() for p in student.parameters()) / 1e6, student.grid)
-    return MaskedDistiller(teacher, student, decoder, Whitening(cfg.objective.whitening), cfg.objective,
-                           cfg.mask.loss_on, cfg.student.mean, cfg.student.std, num_masked=gen.num_masked)
+    log.info(
+        "teacher %s; student %s (%.1fM parameters, grid %s)",
+        describe(teacher),
+        cfg.student.arch,
+        sum(p.numel() for p in student.parameters()) / 1e6,
+        student.grid,
+    )
+    return MaskedDistiller(
+        teacher,
+        student,
+        decoder,
+        Whitening(cfg.objective.whitening),
+        cfg.objective,
+        cfg.mask.loss_on,
+        cfg.student.mean,
+        cfg.student.std,
+        num_masked=gen.num_masked,
+    )
 
 
 def mask_generator(cfg: PretrainConfig, grid: Sequence[int]):
     m = cfg.mask
-    return make_mask_generator(m.kind, tuple(grid), num_masked=m.num_masked, min_block=m.min_block,
-                               max_block=m.max_block, min_aspect=m.min_aspect, ratio=m.ratio)
-
-
-def prepare_run_dir(out: Path, cfg_dict: Dict[str, Any], resume: bool, overwrite: bool,
-                    resume_free: Sequence[str] = RESUME_FREE, check_only: bool = False) -> None:
-    """Refuse to clobber a run unless asked; on resume, refuse a changed config (listing changes).
-    ``check_only``: raise what would be refused, but change nothing on disk."""
-    out = Path(out)
-    holds_run = (out / "config.yaml").exists() or (out / "checkpoints").exists()
-    if resume:
-        if not (out / "checkpoints").exists():
-            raise FileNotFoundError(f"--resume: {out} holds no checkpoints to resume from.")
-        changes = diff(_load_yaml(out / "config.yaml"), cfg_dict, ignore=resume_free)
-        if changes:
-            raise ValueError(f"--resume with a config that differs from the run in {out}:\n  " +
-                             "\n  ".join(changes) + "\nResume with the run's config, or start a new run "
-                             "in another folder.")
-        return
-    if holds_run and not overwrite:
-        raise RunExistsError(f"{out} already holds a run; pass --resume to continue it, --overwrite "
-                             f"to replace it, or choose another output folder.")
-    if check_only:
-        return
-    if holds_run:
-        for name in ("checkpoints", "tb", "metrics.csv", "config.yaml", "log.txt", "results.json"):
-            p = out / name
-            if p.exists():
-                log.warning("--overwrite: removing %s", p)
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif name == "log.txt":  # the CLI's log handler already appends to it: empty it in place
-                    p.write_text("")
-                else:
-                    p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    return make_mask_generator(
+        m.kind,
+        tuple(grid),
+        num_masked=m.num_masked,
+        min_block=m.min_block,
+        max_block=m.max_block,
+        min_aspect=m.min_aspect,
+        ratio=m.ratio,
+    )
 
 
 def write_run_dir(out: Path, cfg: Any, resume: bool, overwrite: bool, dist: Dist) -> None:
@@ -116,16 +96,17 @@ def write_run_dir(out: Path, cfg: Any, resume: bool, overwrite: bool, dist: Dist
     barrier(dist)
 
 
-def _load_yaml(path: Path) -> Dict[str, Any]:
-    from omegaconf import OmegaConf
-    return OmegaConf.to_container(OmegaConf.load(path))  # type: ignore[return-value]
-
-
-def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, overwrite: bool = False,
-             pretrained_teacher: bool = True, dist: Optional[Dist] = None) -> Dict[str, float]:
+def pretrain(
+    cfg: PretrainConfig,
+    out: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    pretrained_teacher: bool = True,
+    dist: Optional[Dist] = None,
+) -> Dict[str, float]:
     """Run masked-distillation pre-training into ``out``; returns the loop's summary."""
     out = Path(out)
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device, "train.device")
     dist = dist or init_distributed(device)
     cfg_dict = to_dict(cfg)
     if dist.main:  # refuse early (before a teacher is loaded), but write nothing yet
@@ -134,19 +115,37 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, overwri
     distiller = build_distiller(cfg, pretrained_teacher)
     if cfg.student.attention == "flex":
         if device.type != "cuda":
-            raise ValueError("student.attention=flex needs a CUDA device (FlexAttention has no CPU backward); "
-                             "use student.attention=timm on CPU.")
+            raise ValueError(
+                "student.attention=flex needs a CUDA device (FlexAttention has no CPU backward); "
+                "use student.attention=timm on CPU."
+            )
         use_flex_attention(distiller.student)
     d = cfg.data
-    dataset = SeededSamples(base_dataset(d.path, d),
-                            pretrain_transform(d.img_size, d.min_scale, d.color_jitter, d.hflip),
-                            mask_generator(cfg, distiller.student.grid), cfg.train.seed)
+    dataset = SeededSamples(
+        base_dataset(d.path, d),
+        pretrain_transform(d.img_size, d.min_scale, d.color_jitter, d.hflip),
+        mask_generator(cfg, distiller.student.grid),
+        cfg.train.seed,
+    )
     write_run_dir(out, cfg, resume, overwrite, dist)  # only now that teacher, student and data work
     student = distiller.student
-    backbone_info = {"arch": student.arch, "kwargs": student.create_kwargs, "mean": list(cfg.student.mean),
-                     "std": list(cfg.student.std), "img_size": d.img_size}
-    job = Job(task=distiller, batch_keys=("image", "mask"), dataset=dataset, optim=cfg.optim,
-              train=cfg.train, run_dir=out, backbone=lambda: (student.model, backbone_info),
-              meta={"kind": "pretrain", "version": __version__, "config": cfg_dict},
-              num_workers=d.num_workers, max_corrupt_share=d.max_corrupt_share)
+    backbone_info = {
+        "arch": student.arch,
+        "kwargs": student.create_kwargs,
+        "mean": list(cfg.student.mean),
+        "std": list(cfg.student.std),
+        "img_size": d.img_size,
+    }
+    job = Job(
+        task=distiller,
+        batch_keys=("image", "mask"),
+        dataset=dataset,
+        optim=cfg.optim,
+        train=cfg.train,
+        run_dir=out,
+        backbone=lambda: (student.model, backbone_info),
+        meta={"kind": "pretrain", "version": __version__, "config": cfg_dict},
+        num_workers=d.num_workers,
+        max_corrupt_share=d.max_corrupt_share,
+    )
     return run(job, device, dist, resume=resume)

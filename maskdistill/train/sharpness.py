@@ -10,6 +10,7 @@ random vectors come from a private generator seeded with ``seed`` — the same v
 so that changes between steps are not sampling noise — parameters are only read, ``.grad`` is not
 written, and eval mode / fused attention are restored afterwards.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..probes.hessian import hessian_summary, top_eigenvalues
-from ..probes.hvp import ParamFilter
-from .callbacks import Callback, LoopState
+from maskdistill.probes.curvature.hessian import hessian_summary, top_eigenvalues
+from maskdistill.probes.curvature.hvp import ParamFilter
+from maskdistill.train.callbacks import Callback, LoopState
 
 
 class _Logits(nn.Module):
@@ -40,6 +41,7 @@ class _Logits(nn.Module):
 
 def _under_net(params: ParamFilter) -> Callable[[str, nn.Parameter], bool]:
     """A filter on the timm network's own names (``"blocks.11"``) as a filter on ``net.<name>``."""
+
     def accept(name: str, p: nn.Parameter) -> bool:
         if not name.startswith("net."):
             return False
@@ -53,16 +55,28 @@ def _under_net(params: ParamFilter) -> Callable[[str, nn.Parameter], bool]:
         else:
             prefixes = list(params)
         return any(inner == s.rstrip(".") or inner.startswith(s.rstrip(".") + ".") for s in prefixes)
+
     return accept
 
 
 class SharpnessCallback(Callback):
     """Log λ₁ (and λ₂… with ``k``) and the Hessian trace every ``every`` steps on the fixed batch."""
 
-    def __init__(self, every: int = 100, k: int = 1, tol: float = 1e-3, max_iter: int = 100,
-                 trace: bool = True, trace_tol: float = 0.05, trace_max_iter: int = 100, seed: int = 0,
-                 params: ParamFilter = None, image_key: str = "image", label_key: str = "label",
-                 loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None):
+    def __init__(
+        self,
+        every: int = 100,
+        k: int = 1,
+        tol: float = 1e-3,
+        max_iter: int = 100,
+        trace: bool = True,
+        trace_tol: float = 0.05,
+        trace_max_iter: int = 100,
+        seed: int = 0,
+        params: ParamFilter = None,
+        image_key: str = "image",
+        label_key: str = "label",
+        loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+    ):
         if every < 0 or k < 1:
             raise ValueError(f"every={every}, k={k}: need every ≥ 0 (0 = never) and k ≥ 1.")
         self.every, self.k, self.tol, self.max_iter = int(every), int(k), tol, max_iter
@@ -71,8 +85,10 @@ class SharpnessCallback(Callback):
 
     def measure(self, task: nn.Module, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
         if not hasattr(task, "logits") or not hasattr(task, "model"):
-            raise TypeError(f"SharpnessCallback needs a classification task with .model and .logits(images) "
-                            f"(Classifier, FinetuneTask); got {type(task).__name__}.")
+            raise TypeError(
+                f"SharpnessCallback needs a classification task with .model and .logits(images) "
+                f"(Classifier, FinetuneTask); got {type(task).__name__}."
+            )
         smoothing = float(getattr(task, "label_smoothing", 0.0) or 0.0)
         loss_fn = self.loss_fn or (lambda out, y: F.cross_entropy(out, y, label_smoothing=smoothing))
         model, filt = _Logits(task), _under_net(self.params)
@@ -80,19 +96,37 @@ class SharpnessCallback(Callback):
         with warnings.catch_warnings():  # non-convergence is logged as a column, not warned every N steps
             warnings.simplefilter("ignore")
             if self.trace:  # one operator; the Lanczos space also deflates the trace estimate
-                eig, tr = hessian_summary(model, loss_fn, batches, k=self.k, tol=self.tol, max_iter=self.max_iter,
-                                          trace_tol=self.trace_tol, trace_max_iter=self.trace_max_iter,
-                                          params=filt, seed=self.seed)
+                eig, tr = hessian_summary(
+                    model,
+                    loss_fn,
+                    batches,
+                    k=self.k,
+                    tol=self.tol,
+                    max_iter=self.max_iter,
+                    trace_tol=self.trace_tol,
+                    trace_max_iter=self.trace_max_iter,
+                    params=filt,
+                    seed=self.seed,
+                )
             else:
-                eig = top_eigenvalues(model, loss_fn, batches, k=self.k, tol=self.tol, max_iter=self.max_iter,
-                                      params=filt, seed=self.seed)
+                eig = top_eigenvalues(
+                    model, loss_fn, batches, k=self.k, tol=self.tol, max_iter=self.max_iter, params=filt, seed=self.seed
+                )
             out = {f"lambda_{i + 1}": v for i, v in enumerate(eig.eigenvalues)}
-            out.update(abs_lambda_1=abs(eig.eigenvalues[0]), lambda_converged=float(eig.converged),
-                       eig_products=float(eig.products), label_smoothing=smoothing)
+            out.update(
+                abs_lambda_1=abs(eig.eigenvalues[0]),
+                lambda_converged=float(eig.converged),
+                eig_products=float(eig.products),
+                label_smoothing=smoothing,
+            )
             if self.trace:
-                out.update(trace=tr.estimate, trace_se=tr.se if math.isfinite(tr.se) else float("nan"),
-                           trace_samples=float(tr.samples), trace_converged=float(tr.converged),
-                           products=float(tr.products))
+                out.update(
+                    trace=tr.estimate,
+                    trace_se=tr.se if math.isfinite(tr.se) else float("nan"),
+                    trace_samples=float(tr.samples),
+                    trace_converged=float(tr.converged),
+                    products=float(tr.products),
+                )
         return out
 
     def on_step_end(self, state: LoopState) -> None:

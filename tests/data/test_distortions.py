@@ -1,5 +1,6 @@
 """The 12 parametric distortions of model-vs-human (maskdistill.data.distortions, .eidolon): the
 analytic checks of the issue plus each transform's defining property."""
+
 import math
 
 import pytest
@@ -7,8 +8,6 @@ import torch
 
 from maskdistill.data import distortions as D
 from maskdistill.data.eidolon import eidolon, scale_levels
-
-
 
 
 def _image(seed=0, size=32, channels=3, lo=0.0, hi=1.0):
@@ -123,11 +122,12 @@ def test_every_published_level_runs():
 
 def test_eidolon_reach_zero_keeps_the_image_and_distortion_grows_with_reach():
     x = _smooth(64)
-    assert scale_levels(64)[0] == pytest.approx(2 ** -0.5) and scale_levels(64)[-1] == pytest.approx(16)
+    assert scale_levels(64)[0] == pytest.approx(2**-0.5) and scale_levels(64)[-1] == pytest.approx(16)
     still = eidolon(x, reach=0, coherence=1.0)
     assert (still - D.greyscale(x)).abs().max() < 0.02  # only the finest blur (sigma 0.71 px) is left
-    err = {r: float((eidolon(x, r, 0.3, 10.0, torch.Generator().manual_seed(0)) - still).pow(2).mean())
-           for r in (1, 4, 16)}
+    err = {
+        r: float((eidolon(x, r, 0.3, 10.0, torch.Generator().manual_seed(0)) - still).pow(2).mean()) for r in (1, 4, 16)
+    }
     assert err[1] < err[4] < err[16]
     a = eidolon(x, 8, 0.0, 10.0, torch.Generator().manual_seed(3))
     assert torch.equal(a, eidolon(x, 8, 0.0, 10.0, torch.Generator().manual_seed(3)))  # seeded

@@ -37,8 +37,16 @@ def split_rects(rects):
 # ---------------------------------------------------------------- exact count
 @pytest.mark.parametrize(
     "grid, num_masked, min_block",
-    [((14, 14), 75, 16), ((8, 8), 16, 4), ((14, 14), 0, 16), ((14, 14), 196, 16),
-     ((8, 8), 64, 4), ((14, 14), 5, 16), ((14, 14), 20, 16), ((3, 5), 7, 4)],
+    [
+        ((14, 14), 75, 16),
+        ((8, 8), 16, 4),
+        ((14, 14), 0, 16),
+        ((14, 14), 196, 16),
+        ((8, 8), 64, 4),
+        ((14, 14), 5, 16),
+        ((14, 14), 20, 16),
+        ((3, 5), 7, 4),
+    ],
 )
 def test_blockwise_exact_count(grid, num_masked, min_block):
     gen = BlockwiseMasking(grid, num_masked, min_block=min_block)
@@ -62,8 +70,12 @@ def test_min_block_larger_than_budget_is_a_compact_blob():
 # ---------------------------------------------------------------- valid blocks
 @pytest.mark.parametrize(
     "grid, num_masked, kw",
-    [((14, 14), 75, {}), ((8, 8), 16, {"min_block": 4}), ((14, 14), 120, {"max_block": 40}),
-     ((10, 12), 50, {"min_block": 9, "min_aspect": 0.5, "max_aspect": 3.0})],
+    [
+        ((14, 14), 75, {}),
+        ((8, 8), 16, {"min_block": 4}),
+        ((14, 14), 120, {"max_block": 40}),
+        ((10, 12), 50, {"min_block": 9, "min_aspect": 0.5, "max_aspect": 3.0}),
+    ],
 )
 def test_rects_inside_grid_union_equals_mask_and_shapes_valid(grid, num_masked, kw):
     gen = BlockwiseMasking(grid, num_masked, **kw)
@@ -81,7 +93,7 @@ def test_rects_inside_grid_union_equals_mask_and_shapes_valid(grid, num_masked, 
         union = np.zeros(grid, dtype=bool)
         for t, l, h, w in rects:
             assert 0 <= t and 0 <= l and h >= 1 and w >= 1 and t + h <= H and l + w <= W
-            union[t:t + h, l:l + w] = True
+            union[t : t + h, l : l + w] = True
         np.testing.assert_array_equal(union, mask)
         blocks, _ = split_rects(rects)
         n_blocks += len(blocks)

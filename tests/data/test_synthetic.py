@@ -1,4 +1,5 @@
 """Tests of the built-in shape x texture data (maskdistill.data.synthetic)."""
+
 import numpy as np
 import pytest
 import torch
@@ -7,8 +8,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
-from maskdistill.data.synthetic import (SHAPES, TEXTURES, ShapesTextures, render,
-                                        render_with_mask)
+from maskdistill.data.synthetic import SHAPES, TEXTURES, ShapesTextures, render, render_with_mask
 
 
 def _pixels(ds: ShapesTextures, order) -> dict[int, np.ndarray]:
@@ -16,6 +16,7 @@ def _pixels(ds: ShapesTextures, order) -> dict[int, np.ndarray]:
 
 
 # ---------------------------------------------------------------- determinism
+
 
 def test_same_seed_gives_bitwise_equal_pixels_in_any_order():
     n = 30
@@ -39,10 +40,12 @@ def test_item_labels_and_pixels_do_not_depend_on_dataset_length():
 @pytest.mark.slow
 def test_dataloader_with_workers_gives_the_same_pixels():
     ds = ShapesTextures(16, seed=2, transform=pil_to_tensor)
+
     def batches(workers):
         loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=workers)
         xs, ys = zip(*loader)
         return torch.cat(xs), torch.cat(ys)
+
     x0, y0 = batches(0)
     x2, y2 = batches(2)
     assert x0.shape == (16, 3, 64, 64) and x0.dtype == torch.uint8
@@ -52,8 +55,11 @@ def test_dataloader_with_workers_gives_the_same_pixels():
 
 def test_different_seed_or_split_gives_different_pixels():
     base = ShapesTextures(8, seed=0, split="train")
-    for other in (ShapesTextures(8, seed=1, split="train"), ShapesTextures(8, seed=0, split="val"),
-                  ShapesTextures(8, seed=0, split="test")):
+    for other in (
+        ShapesTextures(8, seed=1, split="train"),
+        ShapesTextures(8, seed=0, split="val"),
+        ShapesTextures(8, seed=0, split="test"),
+    ):
         for i in range(8):
             a, b = np.asarray(base[i][0]), np.asarray(other[i][0])
             assert (a != b).mean() > 0.5  # not a near-copy: fresh colours and geometry
@@ -62,6 +68,7 @@ def test_different_seed_or_split_gives_different_pixels():
 
 
 # ---------------------------------------------------------------- labels
+
 
 def test_labels_are_balanced_and_independent():
     ds = ShapesTextures(1000, seed=0)
@@ -92,6 +99,7 @@ def test_labels_with_fewer_classes_and_a_partial_block():
 
 
 # ---------------------------------------------------------------- independent cues
+
 
 def test_texture_changes_pattern_but_not_silhouette():
     for k in range(20):
@@ -127,7 +135,7 @@ def test_cue_conflict_renders_the_requested_pair_deterministically():
 
 def _silhouette_feature(mask: np.ndarray) -> np.ndarray:
     ys, xs = np.nonzero(mask)
-    crop = mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    crop = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
     crop = Image.fromarray(crop.astype(np.uint8) * 255)
     return np.asarray(crop.resize((16, 16), Image.BILINEAR), np.float32).ravel() / 255
 
@@ -136,9 +144,14 @@ def test_silhouette_carries_shape_and_not_texture():
     # 1-nearest-neighbour on box-normalised silhouettes: a shape class is one outline whatever
     # the texture, and the outline says nothing about the texture (chance is 0.1).
     ds = ShapesTextures(400, seed=0)
-    feats = np.stack([_silhouette_feature(render_with_mask(
-        int(ds.shape_labels[i]), int(ds.texture_labels[i]), 64, ds.item_rng(i))[1])
-        for i in range(400)])
+    feats = np.stack(
+        [
+            _silhouette_feature(
+                render_with_mask(int(ds.shape_labels[i]), int(ds.texture_labels[i]), 64, ds.item_rng(i))[1]
+            )
+            for i in range(400)
+        ]
+    )
     nn_idx = ((feats[300:, None] - feats[None, :300]) ** 2).sum(-1).argmin(1)
     shape_acc = (ds.shape_labels[:300][nn_idx] == ds.shape_labels[300:]).mean()
     texture_acc = (ds.texture_labels[:300][nn_idx] == ds.texture_labels[300:]).mean()
@@ -147,6 +160,7 @@ def test_silhouette_carries_shape_and_not_texture():
 
 
 # ---------------------------------------------------------------- learnability
+
 
 def _tensors(split: str, n: int):
     ds = ShapesTextures(n, image_size=64, seed=0, split=split)
@@ -166,20 +180,26 @@ def test_tiny_cnn_learns_shape_and_texture_well_above_chance():
         torch.manual_seed(0)
         xtr, str_, ttr = _tensors("train", 2000)
         xva, sva, tva = _tensors("val", 500)
+
         def block(cin, cout, **kw):
             return [nn.Conv2d(cin, cout, **kw), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2)]
-        net = nn.Sequential(*block(3, 16, kernel_size=4, stride=2, padding=1),  # 64 -> 16
-                            *block(16, 32, kernel_size=3, padding=1),  # -> 8
-                            *block(32, 32, kernel_size=3, padding=1),  # -> 4
-                            nn.Flatten(), nn.Linear(32 * 16, 64), nn.ReLU(), nn.Linear(64, 20))
+
+        net = nn.Sequential(
+            *block(3, 16, kernel_size=4, stride=2, padding=1),  # 64 -> 16
+            *block(16, 32, kernel_size=3, padding=1),  # -> 8
+            *block(32, 32, kernel_size=3, padding=1),  # -> 4
+            nn.Flatten(),
+            nn.Linear(32 * 16, 64),
+            nn.ReLU(),
+            nn.Linear(64, 20),
+        )
         epochs, bs = 8, 64
         opt = torch.optim.Adam(net.parameters(), lr=3e-3)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, 6e-3, total_steps=epochs * -(-2000 // bs))
         for _ in range(epochs):
             for idx in torch.randperm(2000).split(bs):
                 out = net(xtr[idx])
-                loss = (F.cross_entropy(out[:, :10], str_[idx])
-                        + F.cross_entropy(out[:, 10:], ttr[idx]))
+                loss = F.cross_entropy(out[:, :10], str_[idx]) + F.cross_entropy(out[:, 10:], ttr[idx])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -197,15 +217,19 @@ def test_tiny_cnn_learns_shape_and_texture_well_above_chance():
 
 # ---------------------------------------------------------------- arguments and sizes
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(num_shapes=11), r"num_shapes=11 .*use 1\.\.10"),
-    (dict(num_textures=0), r"num_textures=0 .*use 1\.\.10"),
-    (dict(label="colour"), r"unknown label 'colour'.*'shape' or 'texture'"),
-    (dict(split="training"), r"unknown split 'training'.*\['test', 'train', 'val'\]"),
-    (dict(image_size=8), r"image_size=8 is too small.*image_size >= 16"),
-    (dict(num_images=0), r"num_images=0"),
-    (dict(seed=-1), r"seed=-1"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(num_shapes=11), r"num_shapes=11 .*use 1\.\.10"),
+        (dict(num_textures=0), r"num_textures=0 .*use 1\.\.10"),
+        (dict(label="colour"), r"unknown label 'colour'.*'shape' or 'texture'"),
+        (dict(split="training"), r"unknown split 'training'.*\['test', 'train', 'val'\]"),
+        (dict(image_size=8), r"image_size=8 is too small.*image_size >= 16"),
+        (dict(num_images=0), r"num_images=0"),
+        (dict(seed=-1), r"seed=-1"),
+    ],
+)
 def test_invalid_arguments_name_the_problem_and_the_fix(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ShapesTextures(**kwargs)

@@ -3,6 +3,7 @@ logits, R = cross-entropy on the tokenizer's codes at masked positions only; con
 tokenizer built for another teacher or codebook size is refused naming both; and end to end on
 built-in data: teacher -> tokenizer -> MD with codes lowers its loss and gives a student whose frozen
 features beat random initialisation."""
+
 from __future__ import annotations
 
 import math
@@ -22,17 +23,23 @@ from maskdistill.data.transforms import eval_transform
 from maskdistill.distill.parts import objective
 from maskdistill.distill.tokenizer import CodeTeacher, load_tokenizer
 from maskdistill.eval.frozen import extract_features, knn_accuracy, linear_probe_accuracy
-from maskdistill.train.checkpoint import find_checkpoint, load_backbone, load_checkpoint, save_checkpoint
+from maskdistill.models.backbone import load_backbone
+from maskdistill.runs.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from maskdistill.runs.metrics import read_metrics
 from maskdistill.train.classify import Classifier
-from maskdistill.train.metrics import read_metrics
 from maskdistill.train.pretrain import build_distiller, mask_generator, pretrain
-from maskdistill.train.tokenizer import TokenizerConfig, train_tokenizer
+from maskdistill.train.vqkd import TokenizerConfig, train_tokenizer
 
 S, P = 32, 8  # 32 px built-in images, 8 px patches: a 4x4 grid
 MEAN, STD = [0.5] * 3, [0.25] * 3
 NET = f"{{patch_size: {P}, embed_dim: 64, depth: 2, num_heads: 2}}"
-DATA = [f"data.img_size={S}", f"data.builtin_image_size={S}", "data.num_workers=0", "data.min_scale=0.5",
-        "train.device=cpu"]
+DATA = [
+    f"data.img_size={S}",
+    f"data.builtin_image_size={S}",
+    "data.num_workers=0",
+    "data.min_scale=0.5",
+    "train.device=cpu",
+]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -44,15 +51,36 @@ def one_thread():
 
 
 def tok_cfg(teacher: str, *extra: str) -> TokenizerConfig:
-    return load_config("demo", DATA + [f"teacher.spec={teacher}", f"tokenizer.kwargs={NET}", "tokenizer.num_codes=32",
-                                       "tokenizer.code_dim=8", "tokenizer.decay=0.9", "tokenizer.dead_threshold=4",
-                                       "train.batch_size=32", "optim.lr=2e-3", "health.fixed_images=32", *extra],
-                       schema=TokenizerConfig, kind="tokenizer")
+    return load_config(
+        "demo",
+        DATA
+        + [
+            f"teacher.spec={teacher}",
+            f"tokenizer.kwargs={NET}",
+            "tokenizer.num_codes=32",
+            "tokenizer.code_dim=8",
+            "tokenizer.decay=0.9",
+            "tokenizer.dead_threshold=4",
+            "train.batch_size=32",
+            "optim.lr=2e-3",
+            "health.fixed_images=32",
+            *extra,
+        ],
+        schema=TokenizerConfig,
+        kind="tokenizer",
+    )
 
 
 def md_overrides(teacher: str, tokenizer: Path, *extra: str) -> List[str]:
-    return DATA + [f"teacher.spec={teacher}", f"decoder.tokenizer={tokenizer}", f"student.kwargs={NET}",
-                   "mask.num_masked=6", "mask.min_block=2", "train.batch_size=32", *extra]
+    return DATA + [
+        f"teacher.spec={teacher}",
+        f"decoder.tokenizer={tokenizer}",
+        f"student.kwargs={NET}",
+        "mask.num_masked=6",
+        "mask.min_block=2",
+        "train.batch_size=32",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +96,7 @@ def test_cross_entropy_objective_by_hand() -> None:
     logits = torch.tensor([[0.0, math.log(3.0)], [2.0, 0.0]])
     codes = torch.tensor([1, 1])
     # -log(3/4) and -log(1/(1+e^2)), averaged.
-    ref = (-math.log(0.75) + math.log(1 + math.e ** 2)) / 2
+    ref = (-math.log(0.75) + math.log(1 + math.e**2)) / 2
     assert objective(logits, codes, ObjectiveConfig(loss="ce")).item() == pytest.approx(ref, rel=1e-6)
     with pytest.raises(ValueError, match="code indices"):
         objective(logits, torch.zeros(2, 2), ObjectiveConfig(loss="ce"))
@@ -109,7 +137,9 @@ def test_code_target_loss_is_cross_entropy_at_masked_positions_only(pixel_tokeni
             def forward(images: torch.Tensor) -> torch.Tensor:
                 c = orig(images)
                 return torch.where(where, (c + 7) % 32, c)  # other codes at ``where``
+
             return forward
+
         monkeypatch.setattr(dist.teacher, "forward", change(~mask))
         assert dist(x, mask)["loss"].item() == pytest.approx(got.item(), abs=1e-7)  # unmasked codes never count
         one = torch.zeros_like(mask)
@@ -126,13 +156,18 @@ def test_code_target_loss_is_cross_entropy_at_masked_positions_only(pixel_tokeni
 
 
 # ------------------------------------------------------------------ config and bad input
-@pytest.mark.parametrize("extra, match", [
-    (["decoder.kind=tokenizer", "objective.loss=ce"], "decoder.tokenizer="),
-    (["decoder.kind=tokenizer", "decoder.tokenizer=x", "objective.loss=smooth_l1"], "objective.loss=ce"),
-    (["objective.loss=ce"], "decoder.kind=tokenizer"),
-    (["decoder.kind=tokenizer", "decoder.tokenizer=x", "objective.loss=ce", "teacher.prefix_tokens=true"],
-     "prefix_tokens=false"),
-])
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["decoder.kind=tokenizer", "objective.loss=ce"], "decoder.tokenizer="),
+        (["decoder.kind=tokenizer", "decoder.tokenizer=x", "objective.loss=smooth_l1"], "objective.loss=ce"),
+        (["objective.loss=ce"], "decoder.kind=tokenizer"),
+        (
+            ["decoder.kind=tokenizer", "decoder.tokenizer=x", "objective.loss=ce", "teacher.prefix_tokens=true"],
+            "prefix_tokens=false",
+        ),
+    ],
+)
 def test_config_rules_for_code_targets(extra: List[str], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         load_config("demo", extra)
@@ -140,8 +175,9 @@ def test_config_rules_for_code_targets(extra: List[str], match: str) -> None:
         load_config("demo_tokenizer")
 
 
-def test_tokenizer_for_another_teacher_or_codebook_size_is_refused_naming_both(pixel_tokenizer: Path,
-                                                                                tmp_path: Path) -> None:
+def test_tokenizer_for_another_teacher_or_codebook_size_is_refused_naming_both(
+    pixel_tokenizer: Path, tmp_path: Path
+) -> None:
     other = tmp_path / "teacher_run"
     other.mkdir()
     cfg = load_config("demo_tokenizer", md_overrides("pixels", pixel_tokenizer))
@@ -158,8 +194,12 @@ def test_tokenizer_for_another_teacher_or_codebook_size_is_refused_naming_both(p
     with pytest.raises(ValueError, match="32 px"):
         md_distiller(pixel_tokenizer, "data.img_size=64", "data.builtin_image_size=64")
     md_run = tmp_path / "md"  # a pre-training run is not a tokenizer
-    pretrain(load_config("demo_tokenizer", md_overrides("pixels", pixel_tokenizer, "data.builtin_images=64",
-                                                         "train.max_steps=1")), md_run)
+    pretrain(
+        load_config(
+            "demo_tokenizer", md_overrides("pixels", pixel_tokenizer, "data.builtin_images=64", "train.max_steps=1")
+        ),
+        md_run,
+    )
     with pytest.raises(ValueError, match="'pretrain' checkpoint, not a tokenizer"):
         load_tokenizer(md_run)
 
@@ -197,8 +237,10 @@ def code_md(tmp_path_factory, one_thread) -> Dict[str, object]:
     root = tmp_path_factory.mktemp("code_md")
     teacher = str(train_teacher(root / "teacher"))
     tok = train_tokenizer(tok_cfg(teacher, "data.builtin_images=512", "train.epochs=4"), root / "tokenizer")
-    cfg = load_config("demo_tokenizer", md_overrides(teacher, root / "tokenizer", "data.builtin_images=1024",
-                                                     "train.epochs=8", "optim.lr=2e-3"))
+    cfg = load_config(
+        "demo_tokenizer",
+        md_overrides(teacher, root / "tokenizer", "data.builtin_images=1024", "train.epochs=8", "optim.lr=2e-3"),
+    )
     pretrain(cfg, root / "md")
     return {"root": root, "teacher": teacher, "tokenizer": tok, "cfg": cfg}
 
@@ -216,6 +258,7 @@ def build_full(model, teacher: str):
     """The loaded tokenizer (no teacher) plus its teacher, for reconstruction metrics."""
     from maskdistill.config import TeacherConfig
     from maskdistill.models.teacher import build_teacher
+
     model.teacher = build_teacher(TeacherConfig(spec=teacher), S, P, 3, MEAN, STD)
     return model.eval()
 
@@ -232,8 +275,9 @@ def test_tokenizer_of_a_trained_teacher_uses_its_codebook_and_reconstructs(code_
     data = ShapesTextures(128, S, 0, "test", transform=tf)
     x = torch.stack([data[i][0] for i in range(len(data))]).float() / 255
     trained = full.reconstruction_cosine(x)
-    full.codebook.embed.copy_(F.normalize(torch.randn(full.codebook.embed.shape,
-                                                      generator=torch.Generator().manual_seed(0)), dim=1))
+    full.codebook.embed.copy_(
+        F.normalize(torch.randn(full.codebook.embed.shape, generator=torch.Generator().manual_seed(0)), dim=1)
+    )
     random_codes = full.reconstruction_cosine(x)
     assert trained > random_codes + 0.1, (trained, random_codes)
 

@@ -1,12 +1,14 @@
 """N (whitening), R (objectives), D (decoders) and the token selection of M_out (paper Eq. 1),
 checked against values computed by hand on tiny tensors."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
 from maskdistill.config import DecoderConfig, ObjectiveConfig
-from maskdistill.distill.distiller import select_tokens, to_unit
+from maskdistill.data.transforms import to_unit
+from maskdistill.distill.distiller import select_tokens
 from maskdistill.distill.parts import TransformerDecoder, Whitening, build_decoder, objective
 
 
@@ -72,7 +74,7 @@ def test_negative_cosine_matches_hand_computed_values() -> None:
     # Rows: identical (-1), orthogonal (0), 45 degrees (-1/sqrt 2); mean over rows.
     pred = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
     tgt = torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0]])
-    assert objective(pred, tgt, cfg).item() == pytest.approx((-1 + 0 - 2 ** -0.5) / 3)
+    assert objective(pred, tgt, cfg).item() == pytest.approx((-1 + 0 - 2**-0.5) / 3)
 
 
 def test_objective_casts_prediction_to_float32_and_rejects_unknown_loss() -> None:

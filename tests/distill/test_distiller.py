@@ -1,6 +1,7 @@
 """MaskedDistiller (paper Eq. 1): frozen teacher, masked-only loss M_out, the composition
 L = M_out(R(N(T(I)), D(S(M_in(I))))) against a hand-written reference, and teacher/student grids that
 differ."""
+
 from __future__ import annotations
 
 import logging
@@ -23,27 +24,55 @@ S_MEAN, S_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def tiny_teacher(patch: int = 8, dim: int = 32, prefix_tokens: bool = False, **kw) -> Teacher:
-    bb = timm.create_model("vit_small_patch16_224", img_size=IMG, patch_size=patch, embed_dim=dim, depth=2,
-                           num_heads=2, num_classes=0, **kw)
+    bb = timm.create_model(
+        "vit_small_patch16_224",
+        img_size=IMG,
+        patch_size=patch,
+        embed_dim=dim,
+        depth=2,
+        num_heads=2,
+        num_classes=0,
+        **kw,
+    )
     return Teacher(bb, T_MEAN, T_STD, name="tiny-vit", prefix_tokens=prefix_tokens)
 
 
 def tiny_student(arch: str = "beit_base_patch16_224") -> MaskedStudent:
     beit = arch.startswith("beit")
-    cfg = StudentConfig(arch=arch, rel_pos_bias="shared" if beit else "none", abs_pos_emb=not beit,
-                        kwargs=dict(patch_size=8, embed_dim=48, depth=2, num_heads=2))
+    cfg = StudentConfig(
+        arch=arch,
+        rel_pos_bias="shared" if beit else "none",
+        abs_pos_emb=not beit,
+        kwargs=dict(patch_size=8, embed_dim=48, depth=2, num_heads=2),
+    )
     return build_student(cfg, IMG)
 
 
-def make_distiller(loss_on: str = "masked", whitening: str = "layernorm", loss: str = "smooth_l1",
-                   decoder: str = "fc", num_masked: Optional[int] = 6, teacher: Optional[Teacher] = None,
-                   student_arch: str = "beit_base_patch16_224", seed: int = 0) -> MaskedDistiller:
+def make_distiller(
+    loss_on: str = "masked",
+    whitening: str = "layernorm",
+    loss: str = "smooth_l1",
+    decoder: str = "fc",
+    num_masked: Optional[int] = 6,
+    teacher: Optional[Teacher] = None,
+    student_arch: str = "beit_base_patch16_224",
+    seed: int = 0,
+) -> MaskedDistiller:
     torch.manual_seed(seed)
     t = teacher or tiny_teacher()
     s = tiny_student(student_arch)
     d = build_decoder(DecoderConfig(kind=decoder, depth=1), s.embed_dim, t.dim, 2)
-    return MaskedDistiller(t, s, d, Whitening(whitening), ObjectiveConfig(loss=loss, beta=2.0), loss_on,
-                           S_MEAN, S_STD, num_masked=num_masked)
+    return MaskedDistiller(
+        t,
+        s,
+        d,
+        Whitening(whitening),
+        ObjectiveConfig(loss=loss, beta=2.0),
+        loss_on,
+        S_MEAN,
+        S_STD,
+        num_masked=num_masked,
+    )
 
 
 def exact_masks(B: int, N: int, k: int, seed: int = 0) -> torch.Tensor:
@@ -76,8 +105,9 @@ def test_teacher_frozen_through_training_steps() -> None:
     teacher_ids = {id(p) for p in dist.teacher.parameters()}
     assert not teacher_ids & {id(p) for g in opt.param_groups for p in g["params"]}
     # The project's optimizer builder leaves the teacher out too.
-    assert not teacher_ids & {id(p) for g in build_optimizer(dist, load_config().optim).param_groups
-                              for p in g["params"]}
+    assert not teacher_ids & {
+        id(p) for g in build_optimizer(dist, load_config().optim).param_groups for p in g["params"]
+    }
     x, mask = images(), exact_masks(3, 16, 6)
     for _ in range(3):
         loss = dist(x, mask)["loss"]
@@ -106,8 +136,13 @@ def test_teacher_uses_its_own_normalisation_on_the_same_crop() -> None:
     dist = make_distiller()
     x = torch.rand(2, 3, IMG, IMG)
     bb = dist.teacher.backbone
-    ref = bb.forward_intermediates((x - torch.tensor(T_MEAN).view(1, 3, 1, 1)) / torch.tensor(T_STD).view(1, 3, 1, 1),
-                                   indices=[1], norm=True, output_fmt="NLC", intermediates_only=True)[0]
+    ref = bb.forward_intermediates(
+        (x - torch.tensor(T_MEAN).view(1, 3, 1, 1)) / torch.tensor(T_STD).view(1, 3, 1, 1),
+        indices=[1],
+        norm=True,
+        output_fmt="NLC",
+        intermediates_only=True,
+    )[0]
     assert torch.allclose(dist.teacher(x), ref, atol=1e-6)
     assert torch.allclose(dist.targets(x), torch.nn.functional.layer_norm(ref, (ref.shape[-1],), eps=1e-6), atol=1e-5)
 
@@ -123,9 +158,11 @@ def test_loss_equals_hand_written_eq1(loss: str) -> None:
     s = dist.student((x - torch.tensor(S_MEAN).view(1, 3, 1, 1)) / torch.tensor(S_STD).view(1, 3, 1, 1), mask)
     pred = dist.decoder(s[:, 1:][mask])
     tgt = t[mask]
-    ref = {"smooth_l1": lambda: torch.nn.functional.smooth_l1_loss(pred, tgt, beta=2.0),
-           "mse": lambda: ((pred - tgt) ** 2).mean(),
-           "cosine": lambda: -torch.nn.functional.cosine_similarity(pred, tgt, dim=-1).mean()}[loss]()
+    ref = {
+        "smooth_l1": lambda: torch.nn.functional.smooth_l1_loss(pred, tgt, beta=2.0),
+        "mse": lambda: ((pred - tgt) ** 2).mean(),
+        "cosine": lambda: -torch.nn.functional.cosine_similarity(pred, tgt, dim=-1).mean(),
+    }[loss]()
     got = dist(raw, mask)["loss"]
     assert got.item() == pytest.approx(ref.item(), rel=1e-5, abs=1e-6)
     # The static-shape gather (known count) and boolean indexing give the same loss.
@@ -149,13 +186,17 @@ def perturb_teacher(monkeypatch: pytest.MonkeyPatch, dist: MaskedDistiller, wher
     monkeypatch.setattr(dist.teacher, "forward", noisy)
 
 
-@pytest.mark.parametrize("whitening, loss, decoder, prefix", [
-    ("layernorm", "smooth_l1", "fc", False),
-    ("none", "mse", "transformer", False),
-    ("layernorm", "cosine", "fc", True),
-])
-def test_masked_loss_ignores_teacher_at_unmasked_positions(monkeypatch: pytest.MonkeyPatch, whitening: str,
-                                                           loss: str, decoder: str, prefix: bool) -> None:
+@pytest.mark.parametrize(
+    "whitening, loss, decoder, prefix",
+    [
+        ("layernorm", "smooth_l1", "fc", False),
+        ("none", "mse", "transformer", False),
+        ("layernorm", "cosine", "fc", True),
+    ],
+)
+def test_masked_loss_ignores_teacher_at_unmasked_positions(
+    monkeypatch: pytest.MonkeyPatch, whitening: str, loss: str, decoder: str, prefix: bool
+) -> None:
     teacher = tiny_teacher(prefix_tokens=prefix) if prefix else None
     x, mask = images(), exact_masks(3, 16, 6, seed=2)
     with torch.no_grad():
@@ -164,9 +205,16 @@ def test_masked_loss_ignores_teacher_at_unmasked_positions(monkeypatch: pytest.M
         clean = dist(x, mask)["loss"]
         with monkeypatch.context() as mp:
             perturb_teacher(mp, dist, ~mask)
-            assert (dist.teacher(x.float() / 255)[:, dist.t_prefix:] - dist.teacher.backbone.forward_intermediates(
-                (x.float() / 255 - dist.teacher.mean) / dist.teacher.std, indices=[1], norm=True, output_fmt="NLC",
-                intermediates_only=True)[0]).abs().amax() > 1.0  # the perturbation is real
+            assert (
+                dist.teacher(x.float() / 255)[:, dist.t_prefix :]
+                - dist.teacher.backbone.forward_intermediates(
+                    (x.float() / 255 - dist.teacher.mean) / dist.teacher.std,
+                    indices=[1],
+                    norm=True,
+                    output_fmt="NLC",
+                    intermediates_only=True,
+                )[0]
+            ).abs().amax() > 1.0  # the perturbation is real
             unmasked_noise = dist(x, mask)["loss"]
         with monkeypatch.context() as mp:
             perturb_teacher(mp, dist, mask & (torch.arange(16) == torch.nonzero(mask[0])[0, 0]))  # one masked token
@@ -193,8 +241,13 @@ def test_masked_loss_with_nothing_masked_is_refused() -> None:
 
 def test_plain_feature_distillation_via_config_gives_a_finite_loss() -> None:
     from maskdistill.train.pretrain import build_distiller, mask_generator
-    tiny = ["student.kwargs={patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}", "data.img_size=32",
-            "teacher.spec=pixels", "mask.kind=none"]
+
+    tiny = [
+        "student.kwargs={patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}",
+        "data.img_size=32",
+        "teacher.spec=pixels",
+        "mask.kind=none",
+    ]
     cfg = load_config("demo", tiny + ["mask.loss_on=all"])
     dist = build_distiller(cfg, pretrained_teacher=False)
     mask = torch.as_tensor(mask_generator(cfg, dist.student.grid)(__import__("numpy").random.default_rng(0)))

@@ -1,6 +1,7 @@
 """The VQ-KD tokenizer (BEiT v2; paper Sec. 5 / App. B): codebook lookup by cosine, the norm-EMA
 update against its formula on a hand-made example, straight-through gradients, k-means
 initialisation, dead-code restart, health statistics, and the tokenizer's loss by hand."""
+
 from __future__ import annotations
 
 import math
@@ -166,11 +167,17 @@ def test_health_statistics_by_hand() -> None:
 # ------------------------------------------------------------------ the tokenizer
 def tiny_tokenizer(num_codes: int = 16, commitment: float = 1.0) -> VQKD:
     torch.manual_seed(0)
-    bb = timm.create_model("vit_small_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2,
-                           num_classes=0)
+    bb = timm.create_model(
+        "vit_small_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=0
+    )
     teacher = Teacher(bb, (0.5,) * 3, (0.25,) * 3, name="tiny")
-    cfg = VQKDConfig(arch="vit_small_patch16_224", kwargs=dict(patch_size=8, embed_dim=32, depth=1, num_heads=2),
-                     num_codes=num_codes, code_dim=8, commitment=commitment)
+    cfg = VQKDConfig(
+        arch="vit_small_patch16_224",
+        kwargs=dict(patch_size=8, embed_dim=32, depth=1, num_heads=2),
+        num_codes=num_codes,
+        code_dim=8,
+        commitment=commitment,
+    )
     return build_vqkd(cfg, 32, teacher.dim, teacher)
 
 

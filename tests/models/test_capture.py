@@ -4,6 +4,7 @@ recomputed from the block's own weights on the captured tokens, depth + 1 token 
 ``forward_intermediates``'s last (pre-norm) intermediate, and nothing left behind -- after a normal
 run and after an exception -- for timm ViT, BEiT (relative position bias), DINOv2 with registers,
 a CLIP tower, EVA (RoPE) and maskdistill students (ViT, and BEiT on the FlexAttention path)."""
+
 from __future__ import annotations
 
 from typing import Callable, Dict, Tuple
@@ -43,6 +44,7 @@ def _timm(name: str, **kw) -> Callable[[], Tuple[nn.Module, int]]:
     def make() -> Tuple[nn.Module, int]:
         torch.manual_seed(0)
         return _randomise(timm.create_model(name, pretrained=False, **kw)), kw.get("img_size", 160)
+
     return make
 
 
@@ -53,6 +55,7 @@ def _student(flex: bool = False, **cfg) -> Callable[[], Tuple[nn.Module, int]]:
         if flex:
             use_flex_attention(s)
         return s, 32
+
     return make
 
 
@@ -74,9 +77,18 @@ def _images(size: int, n: int = 2) -> torch.Tensor:
 
 def _state(model: nn.Module) -> list:
     """Everything capture may touch: hooks, fused-attention flags and instance-level forwards."""
-    return [(name, dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._forward_hooks_with_kwargs),
-             dict(m._forward_pre_hooks_with_kwargs), m.__dict__.get("fused_attn"), m.__dict__.get("forward"))
-            for name, m in model.named_modules()]
+    return [
+        (
+            name,
+            dict(m._forward_hooks),
+            dict(m._forward_pre_hooks),
+            dict(m._forward_hooks_with_kwargs),
+            dict(m._forward_pre_hooks_with_kwargs),
+            m.__dict__.get("fused_attn"),
+            m.__dict__.get("forward"),
+        )
+        for name, m in model.named_modules()
+    ]
 
 
 @pytest.fixture(scope="module", params=list(MODELS))
@@ -164,7 +176,7 @@ def test_tokens_are_the_residual_stream(run) -> None:
             torch.testing.assert_close(norm(cap.tokens[-1]), plain, atol=1e-5, rtol=1e-5)
             return
         last = model.forward_intermediates(x, norm=False, output_fmt="NLC", intermediates_only=True)[-1]
-        torch.testing.assert_close(cap.tokens[-1][:, cap.num_prefix:], last, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(cap.tokens[-1][:, cap.num_prefix :], last, atol=1e-5, rtol=1e-5)
         if isinstance(enc, Beit):
             return
         # ViT / EVA: patch + position embedding (+ CLIP's norm_pre), then block by block.
@@ -203,7 +215,8 @@ def test_nothing_left_behind_after_an_exception(run) -> None:
 def _tiny_vit(**kw) -> nn.Module:
     torch.manual_seed(0)
     return timm.models.vision_transformer.VisionTransformer(
-        img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=3, **kw).eval()
+        img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=3, **kw
+    ).eval()
 
 
 def test_each_forward_replaces_the_record_and_callbacks_stream() -> None:
@@ -218,8 +231,12 @@ def test_each_forward_replaces_the_record_and_callbacks_stream() -> None:
         cap.clear()
         assert cap.attention == [] and cap.tokens == []
     got = []
-    with torch.no_grad(), capture(model, tokens=False, dtype=torch.float64,
-                                  on_attention=lambda i, a: got.append((i, a.dtype, a.shape))) as cap:
+    with (
+        torch.no_grad(),
+        capture(
+            model, tokens=False, dtype=torch.float64, on_attention=lambda i, a: got.append((i, a.dtype, a.shape))
+        ) as cap,
+    ):
         model(x)
     assert cap.attention == [] and cap.tokens == []
     assert got == [(i, torch.float64, (2, 2, 17, 17)) for i in range(2)]

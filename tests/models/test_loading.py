@@ -1,5 +1,6 @@
 """Bad input (issue 2, "Bad input"): every error names the problem and the fix. Weights load without
 executing pickled code."""
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,9 @@ def test_image_size_not_divisible_by_patch_size() -> None:
 
 
 def test_image_size_error_reaches_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    rc = cli_main(["pretrain", "demo", "data.img_size=36", "student.kwargs.depth=1", "--out", str(tmp_path / "r"),
-                   "--dry-run"])
+    rc = cli_main(
+        ["pretrain", "demo", "data.img_size=36", "student.kwargs.depth=1", "--out", str(tmp_path / "r"), "--dry-run"]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "not divisible" in err and "patch size 8" in err and "36" in err
     assert not (tmp_path / "r").exists()  # nothing written
@@ -78,7 +80,10 @@ def test_matching_local_weights_load_exactly(tmp_path: Path) -> None:
     f = tmp_path / "test_vit.safetensors"
     save_file(src.state_dict(), str(f))  # includes the classifier head, which the teacher drops
     t = build_teacher(TeacherConfig(spec=f"timm:test_vit@{f}", prefix_tokens=True), 160, 16)
-    mean, std = torch.tensor(src.pretrained_cfg["mean"]).view(1, 3, 1, 1), torch.tensor(src.pretrained_cfg["std"]).view(1, 3, 1, 1)
+    mean, std = (
+        torch.tensor(src.pretrained_cfg["mean"]).view(1, 3, 1, 1),
+        torch.tensor(src.pretrained_cfg["std"]).view(1, 3, 1, 1),
+    )
     x = torch.rand(1, 3, 160, 160)
     with torch.no_grad():
         ref = src.forward_features((x - mean) / std)

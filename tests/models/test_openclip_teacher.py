@@ -1,5 +1,6 @@
 """open_clip:<arch>/<tag> teachers: OpenCLIP's image tower moved into timm's CLIP ViT layout must
 compute exactly what OpenCLIP computes (random weights, nothing downloaded)."""
+
 import pytest
 import torch
 
@@ -23,8 +24,9 @@ def test_converted_tower_matches_openclip(pair):
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         emb_oc, emb_tm = oc.encode_image(x), tm(x)  # (B, 512): ln_post + proj on CLS
-        inter = oc.visual.forward_intermediates(x, indices=[5], intermediates_only=True, output_fmt="NLC",
-                                                output_extra_tokens=True)["image_intermediates"][0]  # (B, 196, 768)
+        inter = oc.visual.forward_intermediates(
+            x, indices=[5], intermediates_only=True, output_fmt="NLC", output_extra_tokens=True
+        )["image_intermediates"][0]  # (B, 196, 768)
     assert torch.allclose(emb_oc, emb_tm, atol=1e-4), (emb_oc - emb_tm).abs().max()
     teacher = Teacher(tm, pre["mean"], pre["std"], layer=5, final_norm=False)
     mean, std = torch.tensor(pre["mean"]).view(1, 3, 1, 1), torch.tensor(pre["std"]).view(1, 3, 1, 1)

@@ -1,6 +1,7 @@
 """Acceptance item 2: the paper's presets (Table 1, "BEiT v2/Base" column) build exactly the paper's
 ViT-B/16 student -- parameter count from the architecture's formula, shared relative position bias,
 layer scale 0.1, no absolute position embedding -- and its optimizer and schedule, without a download."""
+
 from __future__ import annotations
 
 import math
@@ -17,8 +18,11 @@ from maskdistill.train.loop import plan_steps
 from maskdistill.train.optim import build_optimizer, cosine_lr
 
 REPO = Path(__file__).resolve().parents[2]
-PRESETS = {"clip": "timm:vit_base_patch16_clip_224.openai", "dino": "timm:vit_base_patch16_224.dino",
-           "deit": "timm:deit_base_patch16_224.fb_in1k"}
+PRESETS = {
+    "clip": "timm:vit_base_patch16_clip_224.openai",
+    "dino": "timm:vit_base_patch16_224.dino",
+    "deit": "timm:deit_base_patch16_224.fb_in1k",
+}
 IMAGENET_TRAIN = 1_281_167
 
 # ViT-B/16 at 224 px
@@ -30,13 +34,19 @@ def beit_b16_student_params() -> int:
     out from the architecture (BEiT v2 / timm ``beit_base_patch16_224`` with num_classes=0)."""
     patch_embed = C * P * P * D + D  # conv 16x16 stride 16 + bias
     cls_token = D
-    block = (2 * D  # norm1
-             + 3 * D * D + 2 * D  # qkv weight (no bias) + q_bias + v_bias (BEiT has no k bias)
-             + D * D + D  # attention output projection
-             + 2 * D  # norm2
-             + D * MLP + MLP  # fc1
-             + MLP * D + D  # fc2
-             + 2 * D)  # layer-scale gammas 1 and 2
+    block = (
+        2 * D  # norm1
+        + 3 * D * D
+        + 2 * D  # qkv weight (no bias) + q_bias + v_bias (BEiT has no k bias)
+        + D * D
+        + D  # attention output projection
+        + 2 * D  # norm2
+        + D * MLP
+        + MLP  # fc1
+        + MLP * D
+        + D  # fc2
+        + 2 * D
+    )  # layer-scale gammas 1 and 2
     rel_pos_table = ((2 * G - 1) ** 2 + 3) * H  # one table, shared by all blocks (its index is a buffer)
     final_norm = 2 * D
     mask_token = D
@@ -125,9 +135,16 @@ def test_paper_optimizer_settings(paper: tuple) -> None:
         seen += 1
     assert seen == len(by_id)
     named = dict(dist.named_parameters())
-    for name in ("student.mask_token", "student.model.cls_token", "student.model.rel_pos_bias.relative_position_bias_table",
-                 "student.model.blocks.0.attn.q_bias", "student.model.blocks.0.gamma_1", "student.model.fc_norm.weight",
-                 "student.model.blocks.0.norm1.weight", "decoder.bias"):
+    for name in (
+        "student.mask_token",
+        "student.model.cls_token",
+        "student.model.rel_pos_bias.relative_position_bias_table",
+        "student.model.blocks.0.attn.q_bias",
+        "student.model.blocks.0.gamma_1",
+        "student.model.fc_norm.weight",
+        "student.model.blocks.0.norm1.weight",
+        "decoder.bias",
+    ):
         assert by_id[id(named[name])] == 0.0, name
     decayed = sum(p.numel() for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"])
     assert decayed == L * (3 * D * D + D * D + 2 * D * MLP) + C * P * P * D + D * D
@@ -156,8 +173,9 @@ def test_paper_schedule_matches_cosine_formula() -> None:
     assert all(lr(s) >= lr(s + 1000) for s in range(warmup, total - 1000, 9000))
 
 
-def test_dry_run_reports_the_paper_student(paper: tuple, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                           capsys: pytest.CaptureFixture) -> None:
+def test_dry_run_reports_the_paper_student(
+    paper: tuple, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     _, dist = paper
     built = []
 
@@ -167,8 +185,9 @@ def test_dry_run_reports_the_paper_student(paper: tuple, monkeypatch: pytest.Mon
         return dist
 
     monkeypatch.setattr(pretrain_mod, "build_distiller", reuse)
-    rc = cli_main(["pretrain", str(preset_path("clip")), "data.path=/some/dir", "--out", str(tmp_path / "run"),
-                   "--dry-run"])
+    rc = cli_main(
+        ["pretrain", str(preset_path("clip")), "data.path=/some/dir", "--out", str(tmp_path / "run"), "--dry-run"]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and len(built) == 1 and built[0].student.layer_scale == 0.1
     assert f"{beit_b16_student_params():,} parameters" in out

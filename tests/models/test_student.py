@@ -1,6 +1,7 @@
 """The student S (paper Eq. 1, M_in inside the encoder): masked patch embeddings are replaced by the
 learned mask token before position information is added and before any block, for BEiT (relative
 position bias) and ViT (absolute position embedding) students; the wrapped model stays timm's."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,10 +14,12 @@ from maskdistill.models.student import MaskedStudent, build_student, student_kwa
 TINY = dict(patch_size=8, embed_dim=32, depth=2, num_heads=2)
 FAMILIES = {
     "beit_shared": StudentConfig(arch="beit_base_patch16_224", rel_pos_bias="shared", abs_pos_emb=False, kwargs=TINY),
-    "beit_per_block_abs": StudentConfig(arch="beit_base_patch16_224", rel_pos_bias="per_block", abs_pos_emb=True,
-                                        kwargs=TINY),
-    "vit_abs": StudentConfig(arch="vit_small_patch16_224", rel_pos_bias="none", abs_pos_emb=True, layer_scale=None,
-                             kwargs=TINY),
+    "beit_per_block_abs": StudentConfig(
+        arch="beit_base_patch16_224", rel_pos_bias="per_block", abs_pos_emb=True, kwargs=TINY
+    ),
+    "vit_abs": StudentConfig(
+        arch="vit_small_patch16_224", rel_pos_bias="none", abs_pos_emb=True, layer_scale=None, kwargs=TINY
+    ),
 }
 
 
@@ -119,8 +122,9 @@ def test_beit_options_reach_the_timm_model() -> None:
     per = make("beit_per_block_abs").model
     assert per.rel_pos_bias is None and per.pos_embed is not None
     assert all(b.attn.relative_position_bias_table is not None for b in per.blocks)
-    none = build_student(StudentConfig(rel_pos_bias="none", abs_pos_emb=True, layer_scale=None, drop_path=0.2,
-                                       kwargs=TINY), 32).model
+    none = build_student(
+        StudentConfig(rel_pos_bias="none", abs_pos_emb=True, layer_scale=None, drop_path=0.2, kwargs=TINY), 32
+    ).model
     assert none.rel_pos_bias is None and all(b.attn.relative_position_bias_table is None for b in none.blocks)
     assert all(b.gamma_1 is None for b in none.blocks)
     assert none.blocks[-1].drop_path1.drop_prob == pytest.approx(0.2)
@@ -129,8 +133,9 @@ def test_beit_options_reach_the_timm_model() -> None:
 
 
 def test_vit_student_layer_scale_and_kwargs() -> None:
-    cfg = StudentConfig(arch="vit_small_patch16_224", rel_pos_bias="none", abs_pos_emb=True, layer_scale=0.25,
-                        kwargs=TINY)
+    cfg = StudentConfig(
+        arch="vit_small_patch16_224", rel_pos_bias="none", abs_pos_emb=True, layer_scale=0.25, kwargs=TINY
+    )
     kw = student_kwargs(cfg, 32)
     assert kw["init_values"] == 0.25 and kw["num_classes"] == 0 and kw["img_size"] == 32 and kw["patch_size"] == 8
     s = build_student(cfg, 32)

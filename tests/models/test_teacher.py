@@ -1,5 +1,6 @@
 """The teacher T (paper Sec. 2): block choice, prefix tokens, teachers without a CLS token, the
 pixel target of classical MIM (Fig. 1c, MAE's normalised pixels) and grid resampling."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,15 +17,17 @@ MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
 def tiny_vit(**kw) -> torch.nn.Module:
     torch.manual_seed(0)
-    return timm.create_model("vit_small_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=3,
-                             num_heads=2, num_classes=0, **kw)
+    return timm.create_model(
+        "vit_small_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2, num_classes=0, **kw
+    )
 
 
 def reference(bb: torch.nn.Module, x: torch.Tensor, idx: int, norm: bool) -> torch.Tensor:
     """Hand-run the backbone block by block; (B, p + N, C)."""
-    h = bb.norm_pre(bb._pos_embed(bb.patch_embed((x - torch.tensor(MEAN).view(1, 3, 1, 1)) /
-                                                 torch.tensor(STD).view(1, 3, 1, 1))))
-    for blk in bb.blocks[:idx + 1]:
+    h = bb.norm_pre(
+        bb._pos_embed(bb.patch_embed((x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)))
+    )
+    for blk in bb.blocks[: idx + 1]:
         h = blk(h)
     return bb.norm(h) if norm else h
 
@@ -66,7 +69,9 @@ def test_teacher_without_prefix_tokens(batch: int) -> None:
 def test_build_teacher_uses_pretrained_cfg_normalisation_and_img_size() -> None:
     t = build_teacher(TeacherConfig(spec="timm:test_vit"), 64, 16, pretrained=False)
     dc = t.backbone.pretrained_cfg
-    assert torch.allclose(t.mean.flatten(), torch.tensor(dc["mean"])) and torch.allclose(t.std.flatten(), torch.tensor(dc["std"]))
+    assert torch.allclose(t.mean.flatten(), torch.tensor(dc["mean"])) and torch.allclose(
+        t.std.flatten(), torch.tensor(dc["std"])
+    )
     assert t.grid == (4, 4) and teacher_grid(t, 64, 16) == (4, 4)
     assert not any(p.requires_grad for p in t.parameters()) and not t.training
 

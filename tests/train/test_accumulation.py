@@ -1,14 +1,15 @@
 """Gradient accumulation (issue 2, "Training"): ``train.batch_size`` is the global batch per
 optimizer step; splitting it into accumulation micro-batches changes neither the losses nor the
 weights (drop path off: its draws depend on the micro-batch shape)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
 from maskdistill.config import ConfigError
-from maskdistill.train.metrics import read_metrics
-from maskdistill.train.checkpoint import trainable_state
+from maskdistill.runs.checkpoint import trainable_state
+from maskdistill.runs.metrics import read_metrics
 from maskdistill.train.pretrain import build_distiller, pretrain
 
 

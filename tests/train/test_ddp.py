@@ -2,6 +2,7 @@
 through the ``maskdistill`` CLI, give the same per-step losses and final weights as 1 process with
 the same global batch -- also with gradient accumulation, where all but the last micro-batch
 skip the gradient all-reduce (``no_sync``)."""
+
 from __future__ import annotations
 
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from maskdistill.train.metrics import read_metrics
+from maskdistill.runs.metrics import read_metrics
 from maskdistill.train.pretrain import pretrain
 
 pytestmark = pytest.mark.slow
@@ -44,9 +45,18 @@ def _torchrun(tmp_path: Path, overrides) -> subprocess.CompletedProcess:
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT"):
         env.pop(k, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(script),
-           str(tmp_path / "ddp"), *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        str(script),
+        str(tmp_path / "ddp"),
+        *overrides,
+    ]
     return subprocess.run(cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=240)
 
 
@@ -74,5 +84,4 @@ def test_two_gloo_processes_match_one_process(tmp_path, make_cfg, tiny_overrides
         for k in ref_w:
             torch.testing.assert_close(w[k], ref_w[k], rtol=0, atol=1e-5, msg=f"{k} (accum={accum})")
         # Only rank 0 writes: one set of checkpoints, no leftovers from a second writer.
-        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step_00000002",
-                                                                            "step_00000004"]
+        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step_00000002", "step_00000004"]

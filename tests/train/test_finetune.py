@@ -1,16 +1,17 @@
 """Fine-tuning (issue 3): layer decay groups and scales, freezing, linear probe, the paper preset,
 shared -> per-block relative position bias, learning on built-in data, exact resume, bad input."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List
 
 import pytest
 import timm
 import torch
 from safetensors.torch import load_file, save_file
 
+from helpers.finetune import TINY, backbone, ft_cfg, vit_spec
 from maskdistill.config import ConfigError, load_config
 from maskdistill.data.synthetic import ShapesTextures
 from maskdistill.models.classifier import build_classifier_model, expand_shared_rel_pos_bias
@@ -18,7 +19,7 @@ from maskdistill.models.loading import WeightsError
 from maskdistill.train.finetune import finetune
 from maskdistill.train.finetune_config import FinetuneConfig
 from maskdistill.train.layer_decay import layer_decay_groups
-from finetune_helpers import TINY, backbone, ft_cfg, vit_spec
+
 
 def test_layer_decay_groups_vit_b16_are_beits_14_groups():
     model = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=10)
@@ -26,7 +27,7 @@ def test_layer_decay_groups_vit_b16_are_beits_14_groups():
     scale = {n: g["lr_scale"] for g in groups for n in g["names"]}
     assert sorted({g["layer"] for g in groups}) == list(range(14))
     for name in ("patch_embed.proj.weight", "cls_token", "pos_embed"):
-        assert scale[name] == pytest.approx(0.6 ** 13)  # decay^(depth+1)
+        assert scale[name] == pytest.approx(0.6**13)  # decay^(depth+1)
     for i in range(12):
         assert scale[f"blocks.{i}.attn.qkv.weight"] == pytest.approx(0.6 ** (12 - i))  # decay^(depth-i)
     for name in ("norm.weight", "head.weight", "head.bias"):
@@ -38,8 +39,9 @@ def test_layer_decay_groups_vit_b16_are_beits_14_groups():
 
 
 def test_paper_preset_is_table1_item_by_item():
-    cfg = load_config("vit_b16_paper", ["model.spec=timm:vit_base_patch16_clip_224"], schema=FinetuneConfig,
-                      kind="finetune")
+    cfg = load_config(
+        "vit_b16_paper", ["model.spec=timm:vit_base_patch16_clip_224"], schema=FinetuneConfig, kind="finetune"
+    )
     # Table 1, column "CLIP/ViT-B/16".
     assert (cfg.train.epochs, cfg.train.batch_size) == (50, 1024)
     assert tuple(cfg.optim.betas) == (0.9, 0.95)
@@ -59,14 +61,16 @@ def test_paper_preset_is_table1_item_by_item():
 
 def test_shared_rel_pos_bias_expands_to_per_block_with_the_same_outputs(teacher_run):
     """The demo-style MD student (BEiT, shared bias) before and after the expansion."""
-    from maskdistill.train.checkpoint import load_backbone
+    from maskdistill.models.backbone import load_backbone
+
     shared, info = load_backbone(teacher_run)
     assert shared.rel_pos_bias is not None
     with torch.no_grad():  # make the bias matter: the pre-trained table is nearly zero after 2 steps
         shared.rel_pos_bias.relative_position_bias_table.normal_(0, 1.0)
     sd = {k: v for k, v in shared.state_dict().items()}
-    per_block, _ = build_classifier_model(f"timm:{info['arch']}@{_save(sd, teacher_run.parent)}", 0, 32,
-                                          global_pool="avg", **_beit_kw(info))
+    per_block, _ = build_classifier_model(
+        f"timm:{info['arch']}@{_save(sd, teacher_run.parent)}", 0, 32, global_pool="avg", **_beit_kw(info)
+    )
     assert per_block.rel_pos_bias is None
     for blk in per_block.blocks:
         assert torch.equal(blk.attn.relative_position_bias_table, sd["rel_pos_bias.relative_position_bias_table"])
@@ -105,8 +109,9 @@ def test_frozen_blocks_and_patch_projection_get_no_update(vit_file, tmp_path):
 
 def test_linear_probe_leaves_the_backbone_bitwise_unchanged(vit_file, tmp_path):
     out = tmp_path / "lp"
-    summary = finetune(ft_cfg("x", *vit_spec(vit_file), "optim.linear_probe=true", "model.drop_path=0.2",
-                              "train.max_steps=4"), out)
+    summary = finetune(
+        ft_cfg("x", *vit_spec(vit_file), "optim.linear_probe=true", "model.drop_path=0.2", "train.max_steps=4"), out
+    )
     before, after = load_file(str(vit_file)), backbone(out)
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert set(after) - set(before) == {"head.weight", "head.bias"}
@@ -114,8 +119,9 @@ def test_linear_probe_leaves_the_backbone_bitwise_unchanged(vit_file, tmp_path):
 
 
 def test_finetune_command_writes_a_run_with_evaluation_and_best(vit_file, tmp_path, restore_logging):
-    """Through the CLI; learning itself is checked by tests/test_demo.py (fine-tuning on shape)."""
+    """Through the CLI; learning itself is checked by tests/e2e.test_demo.py (fine-tuning on shape)."""
     from maskdistill.cli import main
+
     out = tmp_path / "cli"
     assert main(["finetune", "demo", *TINY, *vit_spec(vit_file), "eval.every_epochs=0.5", "--out", str(out)]) == 0
     rows = (out / "metrics_eval.csv").read_text().splitlines()
@@ -135,22 +141,36 @@ def test_a_head_trained_on_other_classes_is_reinitialised(vit_file, tmp_path, ca
     for label, kept in (("texture", True), ("shape", False)):
         caplog.clear()
         with caplog.at_level("WARNING", logger="maskdistill"):
-            model, _ = build_classifier_model(str(first / "best"), 10, 32,
-                                              classes=ShapesTextures(1, 16, label=label).classes)
+            model, _ = build_classifier_model(
+                str(first / "best"), 10, 32, classes=ShapesTextures(1, 16, label=label).classes
+            )
         assert torch.equal(model.head.weight, head["head.weight"]) is kept, label
-        warned = ("trained on other classes (horizontal_stripes, vertical_stripes, diagonal_stripes, checkerboard, "
-                  "... 10 in all) than the data's (circle, square, triangle, cross, ... 10 in all)") in caplog.text
+        warned = (
+            "trained on other classes (horizontal_stripes, vertical_stripes, diagonal_stripes, checkerboard, "
+            "... 10 in all) than the data's (circle, square, triangle, cross, ... 10 in all)"
+        ) in caplog.text
         assert warned is not kept, caplog.text
 
 
 def test_resume_is_exact_with_randaugment_erasing_mixup_and_ema(vit_file, tmp_path):
-    aug = [*vit_spec(vit_file), "data.auto_augment=rand-m9-mstd0.5-inc1", "data.reprob=0.25", "aug.mixup=0.8",
-           "aug.cutmix=1.0", "ema.enabled=true", "ema.decay=0.9", "model.drop_path=0.1", "eval.every_epochs=0.5"]
+    aug = [
+        *vit_spec(vit_file),
+        "data.auto_augment=rand-m9-mstd0.5-inc1",
+        "data.reprob=0.25",
+        "aug.mixup=0.8",
+        "aug.cutmix=1.0",
+        "ema.enabled=true",
+        "ema.decay=0.9",
+        "model.drop_path=0.1",
+        "eval.every_epochs=0.5",
+    ]
     straight, split = tmp_path / "straight", tmp_path / "split"
     finetune(ft_cfg("x", *aug), straight)
     finetune(ft_cfg("x", *aug, "train.max_steps=4"), split)
     finetune(ft_cfg("x", *aug), split, resume=True)
-    ck = lambda d: load_file(str(d / "checkpoints" / (d / "checkpoints" / "latest").read_text().strip() / "model.safetensors"))  # noqa: E731
+    ck = lambda d: load_file(
+        str(d / "checkpoints" / (d / "checkpoints" / "latest").read_text().strip() / "model.safetensors")
+    )  # noqa: E731
     a, b = ck(straight), ck(split)
     assert any(k.startswith("ema.") for k in a)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -162,8 +182,13 @@ def test_resume_is_exact_with_randaugment_erasing_mixup_and_ema(vit_file, tmp_pa
 def test_class_lists_of_train_and_val_must_match(vit_file, tmp_path, pngs):
     pngs(tmp_path / "train", 8, classes=("cats", "dogs", "owls"))
     pngs(tmp_path / "val", 4, classes=("cats", "dogs", "emus"))
-    cfg = ft_cfg("x", *vit_spec(vit_file), f"data.path={tmp_path / 'train'}", f"data.val_path={tmp_path / 'val'}",
-                 "train.batch_size=8")
+    cfg = ft_cfg(
+        "x",
+        *vit_spec(vit_file),
+        f"data.path={tmp_path / 'train'}",
+        f"data.val_path={tmp_path / 'val'}",
+        "train.batch_size=8",
+    )
     with pytest.raises(ValueError, match=r"only in train: \['owls'\]; only in val: \['emus'\]"):
         finetune(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -184,4 +209,5 @@ def test_config_errors_name_the_fix():
         finetune(load_config("demo", schema=FinetuneConfig, kind="finetune"), "/nonexistent/never")
     with pytest.raises(ConfigError, match="even batch size"):
         from maskdistill.train.finetune_config import validate_finetune
+
         validate_finetune(ft_cfg("x", "aug.mixup=0.8", "train.batch_size=15"))

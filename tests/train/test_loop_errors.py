@@ -2,6 +2,7 @@
 
 The loss (or the gradient) is broken deterministically at a chosen step by wrapping
 ``MaskedDistiller.forward``."""
+
 from __future__ import annotations
 
 import math
@@ -10,9 +11,9 @@ import pytest
 import torch
 
 from maskdistill.cli import main
-from maskdistill.train.checkpoint import find_checkpoint, load_checkpoint
+from maskdistill.runs.checkpoint import find_checkpoint, load_checkpoint
+from maskdistill.runs.metrics import read_metrics
 from maskdistill.train.loop import NonFiniteLossError
-from maskdistill.train.metrics import read_metrics
 from maskdistill.train.optim import build_optimizer
 from maskdistill.train.pretrain import build_distiller, pretrain
 
@@ -35,6 +36,7 @@ def _break_at(k: int, how: str):
             return out
         loss = out["loss"]
         return dict(out, loss=loss * float("nan") if how == "nan" else _InfGrad.apply(loss))
+
     return hook
 
 
@@ -80,8 +82,7 @@ def test_inf_gradient_on_a_checkpoint_step_writes_no_checkpoint(tmp_path, make_c
     _assert_kept_only(run, [2], make_cfg)
 
 
-def test_nan_before_any_checkpoint_through_the_cli(tmp_path, tiny_overrides, hook_forward, capsys,
-                                                   restore_logging):
+def test_nan_before_any_checkpoint_through_the_cli(tmp_path, tiny_overrides, hook_forward, capsys, restore_logging):
     run = tmp_path / "run"
     hook_forward(_break_at(1, "nan"))
     assert main(["pretrain", "demo", *tiny_overrides, "--out", str(run)]) == 2

@@ -3,6 +3,7 @@ and the same final weights as one that was not; the resumed metrics.csv has each
 
 Drop path is on, so the torch RNG state saved in the checkpoint must be restored exactly (and
 nothing may draw from the global RNG between restoring it and the first resumed step)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from maskdistill.train.metrics import read_metrics
+from maskdistill.runs.metrics import read_metrics
 from maskdistill.train.optim import cosine_lr
 from maskdistill.train.pretrain import pretrain
 
@@ -67,8 +68,7 @@ def test_resume_after_max_steps_equals_uninterrupted_run(tmp_path, make_cfg, wei
     assert lrs == pytest.approx([cosine_lr(s, 6, 3, 1e-3, 1e-5) for s in range(6)], rel=1e-12)
 
 
-def test_resume_after_a_crash_drops_the_rows_past_the_checkpoint(tmp_path, make_cfg, weights_of,
-                                                                  hook_forward):
+def test_resume_after_a_crash_drops_the_rows_past_the_checkpoint(tmp_path, make_cfg, weights_of, hook_forward):
     """Killed during step 5 (after the row of step 4 was written, with the last checkpoint at
     step 3): resuming replays steps 4..6 and metrics.csv holds each step once."""
     common = ("train.ckpt_every=3", "student.drop_path=0.1")
@@ -79,6 +79,7 @@ def test_resume_after_a_crash_drops_the_rows_past_the_checkpoint(tmp_path, make_
         if n == 5:
             raise KeyboardInterrupt
         return out
+
     crash = hook_forward(crash_at_5)
     with pytest.raises(KeyboardInterrupt):
         pretrain(make_cfg(*common), b)

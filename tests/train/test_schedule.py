@@ -1,5 +1,6 @@
 """Per-step cosine schedule with linear warm-up and a floor, and AdamW's weight-decay exclusions
 (issue 2, "Training"; paper Table 1)."""
+
 from __future__ import annotations
 
 import math
@@ -22,15 +23,18 @@ def _formula(step):
     return FLOOR + 0.5 * (PEAK - FLOOR) * (1 + math.cos(math.pi * t))
 
 
-@pytest.mark.parametrize("step, expected", [
-    (0, PEAK / WARM),                     # warm-up starts at peak/W, not 0 (step 0 trains)
-    (2, PEAK * 3 / WARM),
-    (WARM - 1, PEAK),                     # warm-up ends at the peak
-    (WARM, PEAK),                         # cosine starts at the peak
-    (15, (PEAK + FLOOR) / 2),             # half-way through the cosine
-    (TOTAL, FLOOR),                       # the end is the floor
-    (TOTAL + 10, FLOOR),                  # and it stays there
-])
+@pytest.mark.parametrize(
+    "step, expected",
+    [
+        (0, PEAK / WARM),  # warm-up starts at peak/W, not 0 (step 0 trains)
+        (2, PEAK * 3 / WARM),
+        (WARM - 1, PEAK),  # warm-up ends at the peak
+        (WARM, PEAK),  # cosine starts at the peak
+        (15, (PEAK + FLOOR) / 2),  # half-way through the cosine
+        (TOTAL, FLOOR),  # the end is the floor
+        (TOTAL + 10, FLOOR),  # and it stays there
+    ],
+)
 def test_cosine_lr_key_points(step, expected):
     assert cosine_lr(step, TOTAL, WARM, PEAK, FLOOR) == pytest.approx(expected, rel=1e-12, abs=1e-15)
 
@@ -39,7 +43,7 @@ def test_cosine_lr_matches_the_formula_and_is_monotone_after_warmup():
     lrs = [cosine_lr(s, TOTAL, WARM, PEAK, FLOOR) for s in range(TOTAL + 1)]
     assert lrs == pytest.approx([_formula(s) for s in range(TOTAL + 1)], rel=1e-12)
     assert all(a < b for a, b in zip(lrs[:WARM], lrs[1:WARM]))
-    assert all(a > b for a, b in zip(lrs[WARM:], lrs[WARM + 1:]))
+    assert all(a > b for a, b in zip(lrs[WARM:], lrs[WARM + 1 :]))
     assert min(lrs) >= FLOOR and max(lrs) == pytest.approx(PEAK)
     assert cosine_lr(0, 10, 0, PEAK, FLOOR) == pytest.approx(PEAK)  # no warm-up
 
@@ -63,12 +67,21 @@ def _names(model, group):
 NO_DECAY = ("pos_embed", "cls_token", "mask_token", "reg_token", "relative_position_bias_table")
 
 
-@pytest.mark.parametrize("student", [
-    ["student.rel_pos_bias=shared"],
-    ["student.rel_pos_bias=per_block", "student.abs_pos_emb=true"],
-    ["student.arch=vit_small_patch16_224", "student.rel_pos_bias=none", "student.abs_pos_emb=true",
-     "student.kwargs.reg_tokens=2", "decoder.kind=transformer", "decoder.depth=1"],
-])
+@pytest.mark.parametrize(
+    "student",
+    [
+        ["student.rel_pos_bias=shared"],
+        ["student.rel_pos_bias=per_block", "student.abs_pos_emb=true"],
+        [
+            "student.arch=vit_small_patch16_224",
+            "student.rel_pos_bias=none",
+            "student.abs_pos_emb=true",
+            "student.kwargs.reg_tokens=2",
+            "decoder.kind=transformer",
+            "decoder.depth=1",
+        ],
+    ],
+)
 def test_param_groups_exclude_biases_norms_and_tokens_from_decay(make_cfg, student):
     cfg = make_cfg(*student)
     model = build_distiller(cfg)
@@ -90,14 +103,20 @@ def test_param_groups_exclude_biases_norms_and_tokens_from_decay(make_cfg, stude
     expected = {"student.mask_token", "student.model.cls_token"}
     if "vit_small" in " ".join(student):
         expected |= {"student.model.pos_embed", "student.model.reg_token"}
-        assert {"student.model.blocks.0.attn.qkv.weight", "decoder.blocks.0.mlp.fc1.weight",
-                "decoder.proj.weight"} <= dn
+        assert {
+            "student.model.blocks.0.attn.qkv.weight",
+            "decoder.blocks.0.mlp.fc1.weight",
+            "decoder.proj.weight",
+        } <= dn
         assert {"decoder.norm.weight", "decoder.blocks.0.norm1.bias"} <= nn_
     elif "shared" in student[0]:
         expected |= {"student.model.rel_pos_bias.relative_position_bias_table"}
     else:
-        expected |= {"student.model.pos_embed", "student.model.blocks.0.attn.relative_position_bias_table",
-                     "student.model.blocks.1.attn.relative_position_bias_table"}
+        expected |= {
+            "student.model.pos_embed",
+            "student.model.blocks.0.attn.relative_position_bias_table",
+            "student.model.blocks.1.attn.relative_position_bias_table",
+        }
     assert expected <= nn_, expected - nn_
     assert all(params[n].ndim >= 2 for n in dn)
     assert {"student.model.patch_embed.proj.weight", "student.model.blocks.1.mlp.fc2.weight"} <= dn

@@ -1,6 +1,7 @@
 """The sharpness callback (Fig. 7c/f) in the real loop: rows of ``metrics_sharpness.csv`` at the
 right steps, values equal to an independent measurement of the final model on the same fixed batch,
 and training bit-for-bit the same as without the callback (own RNG, parameters only read)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,30 +17,44 @@ from maskdistill.config import OptimConfig, TrainConfig
 from maskdistill.data.pipeline import SeededSamples
 from maskdistill.data.synthetic import ShapesTextures
 from maskdistill.data.transforms import pretrain_transform
-from maskdistill.probes.hessian import hessian_trace, top_eigenvalues
-from maskdistill.report.hessian_plots import load_sharpness, plot_sharpness
+from maskdistill.probes.curvature.hessian import hessian_trace, top_eigenvalues
+from maskdistill.report.plots.hessian import load_sharpness, plot_sharpness
+from maskdistill.runs.metrics import read_metrics
 from maskdistill.train.classify import Classifier
 from maskdistill.train.distributed import Dist
 from maskdistill.train.loop import Job, run
-from maskdistill.train.metrics import read_metrics
 from maskdistill.train.sharpness import SharpnessCallback
 
 
 def make_job(run_dir: Path, callbacks) -> Job:
     torch.manual_seed(0)
-    net = VisionTransformer(img_size=16, patch_size=8, embed_dim=8, depth=1, num_heads=2, mlp_ratio=2,
-                            num_classes=10, drop_path_rate=0.1)  # drop path: training draws from the RNG
+    net = VisionTransformer(
+        img_size=16, patch_size=8, embed_dim=8, depth=1, num_heads=2, mlp_ratio=2, num_classes=10, drop_path_rate=0.1
+    )  # drop path: training draws from the RNG
     task = Classifier(net, [0.5] * 3, [0.25] * 3, label_smoothing=0.1)
-    data = SeededSamples(ShapesTextures(num_images=40, image_size=16, seed=0), pretrain_transform(16, 0.5, 0.0, 0.5),
-                         None, seed=0)
+    data = SeededSamples(
+        ShapesTextures(num_images=40, image_size=16, seed=0), pretrain_transform(16, 0.5, 0.0, 0.5), None, seed=0
+    )
 
     def fixed():
         items = [data[(i, 0)] for i in range(8)]
-        return {"image": torch.stack([it["image"] for it in items]),
-                "label": torch.tensor([int(it["label"]) for it in items])}
+        return {
+            "image": torch.stack([it["image"] for it in items]),
+            "label": torch.tensor([int(it["label"]) for it in items]),
+        }
+
     train = TrainConfig(epochs=1, batch_size=8, log_every=1, ckpt_every=100, keep_last=1, device="cpu")
-    return Job(task=task, batch_keys=("image", "label"), dataset=data, optim=OptimConfig(lr=1e-3, warmup_epochs=0),
-               train=train, run_dir=run_dir, meta={"kind": "test"}, callbacks=callbacks, fixed_batch=fixed)
+    return Job(
+        task=task,
+        batch_keys=("image", "label"),
+        dataset=data,
+        optim=OptimConfig(lr=1e-3, warmup_epochs=0),
+        train=train,
+        run_dir=run_dir,
+        meta={"kind": "test"},
+        callbacks=callbacks,
+        fixed_batch=fixed,
+    )
 
 
 @pytest.mark.slow
@@ -61,7 +76,8 @@ def test_sharpness_rows_values_and_no_interference(tmp_path: Path, capsys, resto
     # `maskdistill report DIR --sharpness md=RUN`: the log is kept in DIR and drawn in the report, and
     # the report regenerates from DIR alone
     from maskdistill.cli import main
-    from maskdistill.report.sharpness import TITLE
+    from maskdistill.report.plots.sharpness import TITLE
+
     rep = tmp_path / "analysis"
     assert main(["report", str(rep), "--sharpness", f"md={tmp_path / 'with'}"]) == 0
     copied = pd.read_csv(rep / "sharpness" / "md.csv")
@@ -78,8 +94,9 @@ def test_sharpness_rows_values_and_no_interference(tmp_path: Path, capsys, resto
     run(plain, torch.device("cpu"), Dist())
     a, b = job.task.state_dict(), plain.task.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert [r["loss"] for r in read_metrics(tmp_path / "with" / "metrics.csv")] == \
-           [r["loss"] for r in read_metrics(tmp_path / "plain" / "metrics.csv")]
+    assert [r["loss"] for r in read_metrics(tmp_path / "with" / "metrics.csv")] == [
+        r["loss"] for r in read_metrics(tmp_path / "plain" / "metrics.csv")
+    ]
 
     # the last row is λ1 and tr(H) of the final model on the fixed batch, measured independently
     task = job.task.eval()
@@ -93,6 +110,7 @@ def test_sharpness_rows_values_and_no_interference(tmp_path: Path, capsys, resto
 
         def forward(self, x):
             return self.task.logits(x)
+
     ref = top_eigenvalues(Net(), loss, [(batch["image"], batch["label"])], k=1, tol=1e-6, seed=123)
     assert abs(rows[-1]["lambda_1"] - ref.eigenvalues[0]) <= 2e-3 * abs(ref.eigenvalues[0])
     exact = hessian_trace(Net(), loss, [(batch["image"], batch["label"])], exact=True)

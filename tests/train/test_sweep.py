@@ -1,4 +1,5 @@
 """Fine-tuning sweeps (Fig. 8b/8c) and the loop's callback interface (issue 3)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,10 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
+from helpers.finetune import TINY, ft_cfg, vit_spec
+from maskdistill.report.plots.sweeps import plot_sweep
 from maskdistill.train.callbacks import Callback
 from maskdistill.train.finetune import finetune
 from maskdistill.train.sweep import run_sweep
-from finetune_helpers import TINY, ft_cfg, vit_spec
 
 
 def _spec(path: Path) -> str:
@@ -28,6 +30,7 @@ def test_lr_sweep_table_figure_resume_and_refusal(vit_file, tmp_path):
     assert list(table.columns[:6]) == ["model", "setting", "value", "top1", "top5", "best_top1"]
     assert len(table) == 4 and set(table["value"]) == {1e-4, 3e-3} and (table["epochs"] == 1.0).all()
     assert table.equals(pd.read_csv(out / "sweep_lr.csv").pipe(lambda t: t.astype(table.dtypes)))
+    plot_sweep(table, "lr", out / "sweep_lr")  # what `maskdistill sweep` draws after the runs
     for ext in ("png", "pdf"):
         assert (out / f"sweep_lr.{ext}").stat().st_size > 1000
     # each point is the evaluation of its own run
@@ -48,7 +51,7 @@ def test_freeze_sweep_runs_every_depth_then_the_linear_probe(vit_file, tmp_path)
     table = run_sweep("freeze", "demo", {"vit": _spec(vit_file)}, tmp_path / "f", None, [*TINY, *_kwargs()])
     assert [str(v) for v in table["value"]] == ["0.0", "1.0", "2.0", "3.0", "linear"]
     assert (tmp_path / "f" / "vit" / "linear" / "best").is_dir()
-    assert (tmp_path / "f" / "sweep_freeze.png").stat().st_size > 1000
+    assert len(plot_sweep(table, "freeze", tmp_path / "f" / "sweep_freeze")) == 2
 
 
 class Recorder(Callback):
@@ -63,8 +66,14 @@ class Recorder(Callback):
         self.sums.append(float(batch["image"].double().sum()))
         self.modes.append(state.model.training)
         with torch.no_grad():
-            state.log({"fixed_loss": float(torch.nn.functional.cross_entropy(
-                state.model.logits(batch["image"]), batch["label"]))}, group="recorder")
+            state.log(
+                {
+                    "fixed_loss": float(
+                        torch.nn.functional.cross_entropy(state.model.logits(batch["image"]), batch["label"])
+                    )
+                },
+                group="recorder",
+            )
 
     def on_eval_end(self, state, metrics):
         self.evals.append((state.step, round(metrics["top1"], 6)))

@@ -1,0 +1,55 @@
+"""``maskdistill decisions --raw-data DIR [--out DIR]``: summarise existing response files -- human
+observers, model-vs-human's model zoo, texture-vs-shape's CNNs, or our own ``analyze`` outputs -- in
+model-vs-human's layout ``DIR/<dataset>/<dataset>_<observer>_session_1.csv`` (paper Figs. 11, 12).
+
+Writes to ``--out`` (default ``analysis/decisions``): ``shape_bias.csv`` (per observer and shape
+category, for cue-conflict sets: folders whose image names are all ``<shape><i>-<texture><j>.png``),
+``accuracy.csv`` (per observer, dataset, condition), ``consistency.csv`` (kappa, observed and expected
+consistency for every observer-human pair per dataset and condition), ``excluded.csv`` (controls and
+conditions where humans are at or below 0.2), ``summary.csv`` (Fig. 12: OOD accuracy, observed and error
+consistency, accuracy difference per observer; ``humans`` = the human-human baseline) and the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "decisions",
+        help="shape bias, accuracy and error consistency of response files",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--raw-data",
+        required=True,
+        type=Path,
+        help="folder of <dataset>/<dataset>_<observer>_session_1.csv files (model-vs-human raw-data)",
+    )
+    p.add_argument("--out", type=Path, default=Path("analysis/decisions"), help="output folder")
+    p.add_argument("--datasets", default="", help="comma-separated dataset folders (default: all)")
+    p.add_argument("--no-figures", action="store_true", help="write the tables only")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from maskdistill.probes.decisions.summary import summarise_folder
+
+    tables = summarise_folder(args.raw_data, args.out, args.datasets)
+    if not args.no_figures:
+        from maskdistill.report.plots.decisions import plot_decision_tables
+
+        plot_decision_tables(tables, args.out)
+    if "summary" in tables:
+        print(tables["summary"].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if "shape_bias" in tables:
+        sb = tables["shape_bias"]
+        print(sb.loc[sb["category"] == "all", ["dataset", "subj", "shape_bias"]].to_string(index=False))
+    print(f"tables and figures in {args.out}")
+    return 0
+
+
+__all__ = ["register", "run"]

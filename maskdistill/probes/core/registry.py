@@ -1,0 +1,150 @@
+"""The probe registry (DESIGN.md, "Probes are small registered functions"): every probe has the
+signature ``probe(ctx, **params) -> ProbeResult``; the result is a tidy table (one row per
+layer/head/index/... with ``metric`` and ``value`` columns), optional arrays and metadata, and saves
+and loads itself as ``<probe>.csv`` + ``<probe>.json`` (+ ``<probe>.npz``). Probe names are a public
+contract: ``maskdistill analyze --probes`` takes them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+
+from maskdistill import __version__
+
+ProbeFn = Callable[..., "ProbeResult"]
+
+
+@dataclass
+class ProbeResult:
+    probe: str
+    model: str
+    table: pd.DataFrame  # tidy: a "metric" and a "value" column, one row per measured number
+    meta: Dict[str, Any] = field(default_factory=dict)  # parameters, conventions, model spec, #images
+    arrays: Dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = {"metric", "value"} - set(self.table.columns)
+        if missing:
+            raise ValueError(f"probe {self.probe!r}: its table lacks the column(s) {sorted(missing)}.")
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``folder/<probe>.csv``, ``.json`` and (if any arrays) ``.npz``; returns the CSV path."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        table = self.table.copy()
+        if "model" not in table.columns:
+            table.insert(0, "model", self.model)
+        table.to_csv(folder / f"{self.probe}.csv", index=False)
+        meta = dict(
+            self.meta,
+            probe=self.probe,
+            model=self.model,
+            version=self.meta.get("version", __version__),
+            arrays=sorted(self.arrays),
+        )
+        (folder / f"{self.probe}.json").write_text(json.dumps(meta, indent=1, default=_jsonable) + "\n")
+        npz = folder / f"{self.probe}.npz"
+        if self.arrays:
+            np.savez_compressed(npz, **self.arrays)
+        elif npz.exists():
+            npz.unlink()  # a stale array file of an earlier run would contradict the new table
+        return folder / f"{self.probe}.csv"
+
+    @classmethod
+    def load(cls, folder: str | Path, probe: str) -> "ProbeResult":
+        folder = Path(folder)
+        csv = folder / f"{probe}.csv"
+        if not csv.is_file():
+            raise FileNotFoundError(f"no saved result of probe {probe!r} in {folder} ({csv.name} is missing).")
+        meta = json.loads((folder / f"{probe}.json").read_text())
+        arrays: Dict[str, np.ndarray] = {}
+        if (folder / f"{probe}.npz").is_file():
+            with np.load(folder / f"{probe}.npz") as z:
+                arrays = {k: z[k] for k in z.files}
+        return cls(
+            probe=probe, model=str(meta.get("model", folder.name)), table=pd.read_csv(csv), meta=meta, arrays=arrays
+        )
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, (np.generic,)):
+        return x.item()
+    if isinstance(x, (np.ndarray,)):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    if isinstance(x, tuple):
+        return list(x)
+    return repr(x)
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    name: str
+    fn: ProbeFn
+    needs: tuple  # what the context must provide: "attention", "tokens", "labels", "classifier", ...
+    figure: str  # the paper figure(s) it reproduces, for the report
+    doc: str
+
+
+_REGISTRY: Dict[str, ProbeSpec] = {}
+
+
+def register(name: str, needs: tuple = (), figure: str = "") -> Callable[[ProbeFn], ProbeFn]:
+    """Decorator: ``@register("attention_distance", needs=("attention",), figure="Fig. 3a")``."""
+
+    def deco(fn: ProbeFn) -> ProbeFn:
+        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
+            raise ValueError(f"a probe named {name!r} is registered already ({_REGISTRY[name].fn.__module__}).")
+        _REGISTRY[name] = ProbeSpec(name, fn, tuple(needs), figure, (fn.__doc__ or "").strip())
+        return fn
+
+    return deco
+
+
+# The modules whose ``@register`` lines define the built-in probes, one per family.
+PROBE_MODULES = (
+    "maskdistill.probes.representation.attention",
+    "maskdistill.probes.representation.spectra",
+    "maskdistill.probes.curvature.probes",
+    "maskdistill.probes.decisions.probes",
+)
+
+
+def _load_builtin() -> None:
+    """Import the probe families so that their ``@register`` lines run."""
+    import importlib
+
+    for mod in PROBE_MODULES:
+        importlib.import_module(mod)
+
+
+def probe_names() -> List[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_probe(name: str) -> ProbeSpec:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown probe {name!r}; registered probes: {', '.join(sorted(_REGISTRY))}.")
+    return _REGISTRY[name]
+
+
+def resolve_probes(names: str | List[str]) -> List[ProbeSpec]:
+    """``"all"``, ``"a,b"`` or a list -> specs (an unknown name raises, listing the registered ones)."""
+    if isinstance(names, str):
+        names = probe_names() if names.strip() == "all" else [n.strip() for n in names.split(",") if n.strip()]
+    return [get_probe(n) for n in names]
+
+
+def run_probe(name: str, ctx: Any, params: Optional[Dict[str, Any]] = None) -> ProbeResult:
+    return get_probe(name).fn(ctx, **(params or {}))
+
+
+__all__ = ["ProbeResult", "ProbeSpec", "register", "probe_names", "get_probe", "resolve_probes", "run_probe"]

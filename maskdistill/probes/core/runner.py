@@ -1,0 +1,166 @@
+"""``maskdistill analyze``: measure any set of models with the registered probes and write the
+paper's Secs. 3-4 evidence side by side (issue 4; DESIGN.md "Outputs a user gets").
+
+For each model: load it (``timm:<arch>[@weights][?create_kwargs]`` or a maskdistill run/checkpoint),
+build one :class:`~maskdistill.probes.core.context.ProbeContext` (images through the model's own eval
+transform), call every selected probe as ``get_probe(name).fn(ctx, **params)`` -- the attention and
+representation probes share one streaming forward pass -- and save ``DIR/<NAME>/<probe>.csv/.json
+(.npz)``. Results of other models already in DIR are kept and appear in the report; the manifest
+``DIR/analyze.json`` records specs, data, probes skipped or failed, and teacher/student pairs.
+
+Probes named explicitly must be able to run (their ``needs`` are checked for each model before any
+of its probes runs; a probe that raises stops the analysis);
+with ``all``, probes whose needs a model/data cannot meet (e.g. the Hessian probes on a backbone
+without a classifier) are skipped with the reason, and a probe that raises is recorded as failed
+while the others still run.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gc
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+
+from maskdistill.data.analysis_data import AnalysisData, parse_data
+from maskdistill.models.device import resolve_device
+from maskdistill.probes.core.context import ProbeContext
+from maskdistill.probes.core.manifest import FIGURES, MANIFEST, read_manifest, write_json
+from maskdistill.probes.core.registry import ProbeSpec, resolve_probes
+
+log = logging.getLogger(__name__)
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def check_names(models: Mapping[str, str], pairs: Sequence[Tuple[str, str]], known: Sequence[str] = ()) -> None:
+    for name in models:
+        if not NAME_RE.match(name) or name == FIGURES:
+            raise ValueError(
+                f"model name {name!r} must be a plain folder name (letters, digits, _ . + -), "
+                f"not {FIGURES!r}; e.g. --model clip=timm:vit_base_patch16_clip_224.openai."
+            )
+    names = set(models) | set(known)
+    for t, s in pairs:
+        for n in (t, s):
+            if n not in names:
+                raise ValueError(
+                    f"--pair {t}={s}: {n!r} is not a model of this analysis or of the output folder "
+                    f"(models: {', '.join(sorted(names))})."
+                )
+        if t == s:
+            raise ValueError(f"--pair {t}={s}: teacher and student must differ.")
+
+
+def _default_workers(device: torch.device) -> int:
+    return 0 if device.type == "cpu" else min(8, max(1, (os.cpu_count() or 2) - 1))
+
+
+def run_analyze(
+    models: Mapping[str, str],
+    data: str | AnalysisData,
+    probes: str | Sequence[str] = "all",
+    out: str | Path = "analysis",
+    images: int = 256,
+    batch_size: int = 64,
+    device: str = "auto",
+    seed: int = 0,
+    pairs: Sequence[Tuple[str, str]] = (),
+    params: Optional[Mapping[str, Mapping[str, Any]]] = None,
+    workers: Optional[int] = None,
+    progress: bool = True,
+) -> List[Path]:
+    """Run the probes on every model; returns the CSV paths written. The report is built apart
+    (:func:`maskdistill.report.build_report`), from the files alone."""
+    if not models:
+        raise ValueError("give at least one model: --model NAME=SPEC (e.g. deit=timm:deit_small_patch16_224).")
+    if images < 1 or batch_size < 1:
+        raise ValueError(f"--images {images} / --batch-size {batch_size}: both must be at least 1.")
+    explicit = not (isinstance(probes, str) and probes.strip() == "all")
+    specs: List[ProbeSpec] = resolve_probes(probes)  # an unknown name raises, listing the registered ones
+    if not specs:
+        raise ValueError("--probes selects no probe; give names (comma-separated) or 'all'.")
+    params = {k: dict(v) for k, v in (params or {}).items()}
+    unknown = set(params) - {s.name for s in specs}
+    if unknown:
+        raise ValueError(f"parameters given for probe(s) not selected: {', '.join(sorted(unknown))}.")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(out)
+    check_names(models, pairs, known=list(manifest["models"]))
+    ds = parse_data(data) if isinstance(data, str) else data
+    dev = resolve_device(device)
+    written: List[Path] = []
+    for name, spec in models.items():
+        t0 = time.perf_counter()
+        ctx = ProbeContext.from_spec(
+            name,
+            spec,
+            ds,
+            dev,
+            images=images,
+            batch_size=batch_size,
+            seed=seed,
+            workers=_default_workers(dev) if workers is None else workers,
+            progress=progress,
+            wanted={s.name for s in specs},
+        )
+        skipped, failed = {}, {}
+        for s in specs:
+            reasons = ctx.missing(s.needs, params.get(s.name, {}))
+            if reasons and explicit:
+                raise ValueError(f"probe {s.name} cannot run on model {name}: {'; '.join(reasons)}.")
+            if reasons:
+                skipped[s.name] = "; ".join(reasons)
+                log.info("%s: skipping %s (%s)", name, s.name, skipped[s.name])
+        for s in specs:
+            if s.name in skipped:
+                continue
+            try:
+                t1 = time.perf_counter()
+                res = s.fn(ctx, **params.get(s.name, {}))
+                res.meta.setdefault("seconds", round(time.perf_counter() - t1, 3))
+                written.append(res.save(out / name))
+            except Exception as e:
+                if explicit:
+                    raise
+                failed[s.name] = f"{type(e).__name__}: {e}"
+                log.error("%s: probe %s failed: %s", name, s.name, failed[s.name])
+        stats = ctx.memo.get("shared")
+        ran = sorted(s.name for s in specs if s.name not in skipped and s.name not in failed)
+        speed = round(stats.n_images / stats.seconds, 2) if stats and stats.seconds else None
+        manifest["models"][name] = {
+            "spec": spec,
+            "data": ds.spec,
+            "images": stats.n_images if stats else images,
+            "seed": seed,
+            "batch_size": batch_size,
+            "device": str(dev),
+            "probes": ran,
+            "skipped": skipped,
+            "failed": failed,
+            "seconds": round(time.perf_counter() - t0, 2),
+            "images_per_second_shared_pass": speed,
+            "finished": _dt.datetime.now().isoformat(timespec="seconds"),
+        }
+        if name not in manifest["order"]:
+            manifest["order"].append(name)
+        write_json(out / MANIFEST, manifest)
+        log.info("%s: %d probe(s) in %.1fs", name, len(specs) - len(skipped) - len(failed), time.perf_counter() - t0)
+        del ctx
+        gc.collect()
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    for t, s in pairs:
+        if [t, s] not in manifest["pairs"]:
+            manifest["pairs"].append([t, s])
+    write_json(out / MANIFEST, manifest)
+    return written
+
+
+__all__ = ["run_analyze", "check_names"]

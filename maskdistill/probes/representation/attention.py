@@ -1,0 +1,182 @@
+"""Registered attention probes (paper Sec. 3): ``attention_map`` (Fig. 2), ``attention_distance``
+(Fig. 3a), ``attention_entropy`` (Fig. 10), ``attention_nmi`` (Fig. 6a).
+
+Definitions are docs/PROBES.md's "Attention" section, computed by ``probes/functional.py`` inside
+the one shared streaming pass (``probes/shared_pass.py``): prefix tokens dropped and rows
+renormalised, statistics in float32 and summed in float64, per (layer, head) the mean over queries
+and images; the per-layer value is the mean over heads. Layer i (1..depth) is block i's attention.
+
+Tables (tidy, one row per number): ``layer``, ``head`` (empty for per-layer rows), ``metric``,
+``value``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+import torch
+
+from maskdistill.probes.core.registry import ProbeResult, register
+from maskdistill.probes.core.shared_pass import MapRequest, SharedStats
+from maskdistill.probes.representation import functional as F
+
+CONVENTIONS = (
+    "post-softmax attention; prefix (CLS/register) rows and columns dropped, rows renormalised "
+    "(Park et al. 2022); per (layer, head): mean over queries, then over images; layer i = "
+    "attention inside block i (1-based); per-layer value = mean over heads"
+)
+
+
+def _per_head(stats: SharedStats, sums: torch.Tensor, metric: str, scale: float = 1.0) -> List[dict]:
+    """(depth, H) sums over images -> rows per head and per-layer means over heads."""
+    mean = (sums / stats.n_images * scale).numpy()  # (depth, H)
+    rows = [
+        dict(layer=l + 1, head=h, metric=metric, value=float(mean[l, h]))
+        for l in range(mean.shape[0])
+        for h in range(mean.shape[1])
+    ]
+    rows += [
+        dict(layer=l + 1, head=np.nan, metric=f"{metric}_layer_mean", value=float(mean[l].mean()))
+        for l in range(mean.shape[0])
+    ]
+    return rows
+
+
+def _meta(ctx: Any, stats: SharedStats, **extra: Any) -> dict:
+    return ctx.meta(
+        images=stats.n_images,
+        depth=stats.depth,
+        heads=stats.heads,
+        grid=list(stats.grid),
+        patch_size=stats.patch_size,
+        num_prefix=stats.num_prefix,
+        conventions=CONVENTIONS,
+        layers="1..depth: attention of block i",
+        seconds_shared_pass=round(stats.seconds, 3),
+        **extra,
+    )
+
+
+def _table(rows: List[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["layer", "head", "metric", "value"])
+
+
+@register("attention_distance", needs=("attention",), figure="Fig. 3a")
+def attention_distance(ctx: Any) -> ProbeResult:
+    """Average attention distance in input pixels per layer and head: mean_q sum_k A[q,k] D[q,k],
+    D the Euclidean distance between patch centres times the patch size."""
+    st = ctx.shared_pass("attention")
+    return ProbeResult(
+        "attention_distance",
+        ctx.name,
+        _table(_per_head(st, st.distance, "attention_distance")),
+        _meta(
+            ctx,
+            st,
+            unit="pixels of the model's input",
+            max_distance=float(st.patch_size * math.hypot(st.grid[0] - 1, st.grid[1] - 1)),
+        ),
+    )
+
+
+@register("attention_entropy", needs=("attention",), figure="Fig. 10")
+def attention_entropy(ctx: Any) -> ProbeResult:
+    """Attention entropy per layer and head, -sum_k A log A (nats), and divided by log N."""
+    st = ctx.shared_pass("attention")
+    n = st.grid[0] * st.grid[1]
+    rows = _per_head(st, st.entropy, "attention_entropy") + _per_head(
+        st, st.entropy, "attention_entropy_normalized", 1.0 / math.log(n)
+    )
+    return ProbeResult(
+        "attention_entropy",
+        ctx.name,
+        _table(rows),
+        _meta(ctx, st, unit="nats (natural log); normalized: divided by log N", log_n=math.log(n)),
+    )
+
+
+@register("attention_nmi", needs=("attention",), figure="Fig. 6a")
+def attention_nmi(ctx: Any) -> ProbeResult:
+    """Normalised mutual information between queries and keys per layer and head (per image,
+    p(k) the marginal of that image; NMI = I / sqrt(H(q) H(k)); mean over images)."""
+    st = ctx.shared_pass("attention")
+    return ProbeResult(
+        "attention_nmi",
+        ctx.name,
+        _table(_per_head(st, st.nmi, "attention_nmi")),
+        _meta(ctx, st, normalisation="I(q;k) / sqrt(H(q) H(k)), H(q) = log N; 0 when H(k) = 0"),
+    )
+
+
+@register("attention_map", needs=("attention",), figure="Fig. 2")
+def attention_map(
+    ctx: Any,
+    images: Sequence[int] = (0, 1, 2, 3),
+    layers: Optional[Sequence[int]] = None,
+    queries: Optional[Sequence[Tuple[int, int]]] = None,
+) -> ProbeResult:
+    """Attention maps of query patches (column, row) for a few images (positions in the analysed
+    set) and layers (1-based; default first, middle, last), every head. Arrays: ``maps`` (images,
+    layers, heads, queries, rows, cols), ``images`` (images, S, S, 3) uint8 as the model saw them;
+    the table has per map its weight on the query patch, its distance and its entropy."""
+    blocks = None if layers is None else tuple(int(l) - 1 for l in layers)
+    req = MapRequest(
+        tuple(int(i) for i in images), blocks, None if queries is None else tuple((int(c), int(r)) for c, r in queries)
+    )
+    st = ctx.attention_maps(req)
+    res = st.maps
+    kept = [i for i in res.images if i in st.map_images]
+    if not kept:
+        raise ValueError(
+            f"no attention map kept: image(s) {list(res.images)} lie beyond the {st.n_images} "
+            f"analysed images; raise --images or pick images below it."
+        )
+    maps = np.stack([np.stack([st.map_values[(i, b)] for b in res.blocks]) for i in kept])  # (I, L, H, Q, r, c)
+    d = F.patch_distances(st.grid, st.patch_size, dtype=torch.float64).numpy()  # (N, N)
+    rows = []
+    for a, img in enumerate(kept):
+        for bi, b in enumerate(res.blocks):
+            for h in range(maps.shape[2]):
+                for qi, (c, r) in enumerate(res.queries):
+                    m = maps[a, bi, h, qi].astype(np.float64).ravel()  # (N,)
+                    q = r * st.grid[1] + c
+                    ent = float(torch.special.entr(torch.from_numpy(m)).sum())
+                    for metric, v in (
+                        ("weight_at_query", m[q]),
+                        ("map_distance", float(m @ d[q])),
+                        ("map_entropy", ent),
+                    ):
+                        rows.append(
+                            dict(
+                                image=img, layer=b + 1, head=h, query_col=c, query_row=r, metric=metric, value=float(v)
+                            )
+                        )
+    table = pd.DataFrame(rows, columns=["image", "layer", "head", "query_col", "query_row", "metric", "value"])
+    arrays = {
+        "maps": maps,
+        "images": np.stack([st.map_images[i] for i in kept]),
+        "image_index": np.asarray(kept),
+        "layers": np.asarray(res.blocks) + 1,
+        "queries": np.asarray(res.queries, dtype=np.int64).reshape(-1, 2),
+    }
+    return ProbeResult(
+        "attention_map",
+        ctx.name,
+        table,
+        _meta(
+            ctx,
+            st,
+            images_kept=kept,
+            map_layers=[b + 1 for b in res.blocks],
+            queries=[list(q) for q in res.queries],
+            query_convention="(column i, row j): row j*cols + i of the renormalised attention; "
+            "the query box is the PxP square at pixel (P*i, P*j)",
+        ),
+        arrays,
+    )
+
+
+__all__ = ["attention_distance", "attention_entropy", "attention_nmi", "attention_map", "CONVENTIONS"]

@@ -1,0 +1,140 @@
+"""Registered representation probes (paper Secs. 3-4): ``feature_fourier`` (Fig. 3b),
+``token_singular_values`` (Figs. 4, 6b) and ``image_singular_values`` (Figs. 5, 6c).
+
+Definitions are docs/PROBES.md's "Feature spectra" section, computed by ``probes/functional.py``
+on the residual stream inside the one shared streaming pass (``probes/shared_pass.py``): prefix
+tokens dropped; layer 0 is the patch embedding (+ position embedding), layer i the output of block
+i, before the final norm. Spectra in float64.
+
+Tables (tidy): ``layer``, ``index`` (frequency k or singular value index i; empty for per-layer
+scalars), ``metric``, ``value``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List
+
+import numpy as np
+import pandas as pd
+
+from maskdistill.probes.core.registry import ProbeResult, register
+from maskdistill.probes.core.shared_pass import SharedStats
+from maskdistill.probes.representation.functional import SPECTRUM_OF
+
+LAYERS = "0 = patch embedding + position embedding, i = output of block i; before the final norm"
+
+
+def _meta(ctx: Any, st: SharedStats, **extra: Any) -> dict:
+    return ctx.meta(
+        images=st.n_images,
+        depth=st.depth,
+        grid=list(st.grid),
+        patch_size=st.patch_size,
+        num_prefix=st.num_prefix,
+        layers=LAYERS,
+        prefix="dropped",
+        seconds_shared_pass=round(st.seconds, 3),
+        **extra,
+    )
+
+
+def _curve_rows(curves: np.ndarray, metric: str, scalar_metric: str, scalars: np.ndarray) -> List[dict]:
+    """curves (L, K) -> rows per (layer, index) and a per-layer scalar."""
+    rows = [
+        dict(layer=l, index=k, metric=metric, value=float(curves[l, k]))
+        for l in range(curves.shape[0])
+        for k in range(curves.shape[1])
+    ]
+    rows += [dict(layer=l, index=np.nan, metric=scalar_metric, value=float(scalars[l])) for l in range(len(scalars))]
+    return rows
+
+
+def _table(rows: List[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["layer", "index", "metric", "value"])
+
+
+def _check_of(of: str) -> None:
+    if of not in SPECTRUM_OF:
+        raise ValueError(f"of={of!r}: use 'covariance' (Park et al.'s convention, the default) or 'features'.")
+
+
+@register("feature_fourier", needs=("tokens",), figure="Fig. 3b")
+def feature_fourier(ctx: Any) -> ProbeResult:
+    """Relative log amplitude of the 2-D Fourier transform of the patch-token maps per layer: the
+    curve over diagonal frequencies (k, k), k = 0..ceil(L/2)-1, minus k = 0, and the per-layer
+    scalar at the highest kept frequency (Fig. 3b's Δ log amplitude)."""
+    st = ctx.shared_pass("fourier")
+    mean = (st.fourier / st.n_images).numpy()  # (depth + 1, K) mean log amplitude
+    rel = mean - mean[:, :1]
+    rows = _curve_rows(rel, "relative_log_amplitude", "high_freq_relative_log_amplitude", rel[:, -1])
+    return ProbeResult(
+        "feature_fourier",
+        ctx.name,
+        _table(rows),
+        _meta(
+            ctx,
+            st,
+            fft="log(|FFT2| + 1e-6), unnormalised, zero frequency centred, mean of logs over channels and images",
+            frequencies="diagonal (k, k) from the centre",
+            scalar=f"k = {rel.shape[1] - 1} (last kept; not Nyquist for even L)",
+        ),
+        {"relative_log_amplitude": rel},
+    )
+
+
+def _spectrum_result(ctx: Any, st: SharedStats, probe: str, rel: np.ndarray, of: str, level: str) -> ProbeResult:
+    rows = _curve_rows(rel, "relative_log_singular_value", "mean_relative_log_singular_value", rel.mean(1))
+    return ProbeResult(
+        probe,
+        ctx.name,
+        _table(rows),
+        _meta(
+            ctx,
+            st,
+            of=of,
+            level=level,
+            kept=int(rel.shape[1]),
+            relative="log s_i - log s_1 (natural log); 'covariance' values are exactly twice 'features' values",
+            scalar="mean of the kept relative log values",
+            rank_limit="first min(n - 1, C) values kept",
+        ),
+        {"relative_log_singular_value": rel},
+    )
+
+
+@register("token_singular_values", needs=("tokens",), figure="Figs. 4, 6b")
+def token_singular_values(ctx: Any, of: str = "covariance") -> ProbeResult:
+    """Token-level relative log singular value spectrum per layer: per image the N patch tokens
+    (N, C) centred over tokens, spectra averaged over images; ``of`` the covariance (default) or the
+    features."""
+    _check_of(of)
+    st = ctx.shared_pass("token_spectrum")
+    rel = (st.token_spectrum / st.n_images).numpy() * (2.0 if of == "covariance" else 1.0)  # (depth + 1, K)
+    return _spectrum_result(
+        ctx,
+        st,
+        "token_singular_values",
+        rel,
+        of,
+        "token: per image, N patch tokens centred over tokens; mean over images",
+    )
+
+
+@register("image_singular_values", needs=("tokens",), figure="Figs. 5, 6c")
+def image_singular_values(ctx: Any, of: str = "covariance") -> ProbeResult:
+    """Image-level relative log singular value spectrum per layer: the global-average-pooled patch
+    tokens of all analysed images (n, C), centred over images (merged batch by batch in float64)."""
+    _check_of(of)
+    st = ctx.shared_pass("image_spectrum")
+    rel = np.stack([acc.spectrum(of).cpu().numpy() for acc in st.image_accumulators])  # (depth + 1, K)
+    return _spectrum_result(
+        ctx,
+        st,
+        "image_singular_values",
+        rel,
+        of,
+        "image: global-average-pooled patch tokens of all images, centred over images",
+    )
+
+
+__all__ = ["feature_fourier", "token_singular_values", "image_singular_values"]
