@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh clone (README, "Quick start"):
 #   make demo   -> .venv + install + `maskdistill demo` on the built-in data
 #   make test   -> .venv + install + the test suite
+#   make lint   -> .venv + install + ruff check and ruff format --check (CI runs it before the tests)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch/torchvision are installed first and only when missing, so an existing (e.g. CUDA) build
@@ -8,7 +9,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.maskdistill-installed
 
-.PHONY: install demo test clean-venv
+.PHONY: install demo test lint format clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -30,6 +31,15 @@ test: $(STAMP)
 		( [ "$$(id -u)" = 0 ] && (apt-get update -qq && $(CHROMIUM_APT) -qq) >/dev/null 2>&1 ) || \
 		echo "note: headless Chromium not installed ($(CHROMIUM_APT)); the report rendering test will skip"
 	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# Applies the formatter and the safe lint fixes to the whole tree.
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,5 +1,5 @@
 """Evaluation throughput of the decision probes against plain inference of the same model on the same
-batches, measured in one run (issue 6, acceptance 4: target >= 0.8x).
+batches, measured in one run (target >= 0.8x).
 
 "Plain": ``model(x)`` on every batch. "Decisions": the same forward passes plus what the probes add --
 the decision mapping (softmax, mean over each category's ImageNet indices, arg-max; kept on the

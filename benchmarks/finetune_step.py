@@ -1,5 +1,5 @@
 """Our fine-tuning step against a plain timm training step of the same model, same batch, same
-precision, measured in one run (issue 3: target ratio <= 1.10).
+precision, measured in one run (target ratio <= 1.10).
 
 "Ours" is the real training loop (``maskdistill.train.loop.run``) with the fine-tuning task of
 ``maskdistill finetune``: layer-wise lr decay (28 AdamW groups for ViT-B/16), frozen patch
@@ -34,8 +34,9 @@ from maskdistill.config import load_config
 from maskdistill.train.distributed import Dist
 from maskdistill.train.finetune import build_task
 from maskdistill.train.finetune_config import FinetuneConfig
+from maskdistill.train.job import Job
 from maskdistill.train.layer_decay import layer_decay_groups
-from maskdistill.train.loop import Job, autocast_for, run
+from maskdistill.train.loop import autocast_for, run
 
 TINY_KW = dict(img_size=64, patch_size=8, embed_dim=192, depth=4, num_heads=3)
 
@@ -168,14 +169,16 @@ def main() -> None:
         "warmup_steps": W,
     }
     print(
-        f"device: {where}; torch {torch.__version__}; timm {timm.__version__}; {args.model}{' (tiny)' if args.tiny else ''}"
+        f"device: {where}; torch {torch.__version__}; timm {timm.__version__}; "
+        f"{args.model}{' (tiny)' if args.tiny else ''}"
     )
     print(
         "| batch | EMA | plain timm img/s | maskdistill finetune img/s | time ratio (median) | per repeat |\n"
         "|---|---|---|---|---|---|"
     )
     print(
-        f"| {B} | {args.ema} | {row['plain_img_s']:.1f} | {row['ours_img_s']:.1f} | {row['ratio_ours_over_plain']:.3f} | "
+        f"| {B} | {args.ema} | {row['plain_img_s']:.1f} | {row['ours_img_s']:.1f} | "
+        f"{row['ratio_ours_over_plain']:.3f} | "
         f"{', '.join(f'{r:.3f}' for r in ratios)} |"
     )
     if args.json:

@@ -1,4 +1,4 @@
-"""Costs of the Hessian probes (issue 5; paper Sec. 4, Fig. 7), one run, same model and batch:
+"""Costs of the Hessian probes (paper Sec. 4, Fig. 7), one run, same model and batch:
 
 1. one Hessian-vector product over one gradient: double backprop built per product ("one-shot"),
    double backprop on the cached gradient graph (what each product costs inside Lanczos, power
@@ -8,9 +8,9 @@
    and the trace at the same tolerance and stopping rule, with the error of each against a tight
    reference (Lanczos at tol 1e-8; a long deflated Hutchinson run for the trace).
 
-    # CPU (the real ViT4MNIST weights and MNIST test images from ../shared/data)
+    # CPU (the real ViT4MNIST weights and MNIST test images of the shared data folder, see tests/helpers/realdata.py)
     python benchmarks/hessian.py --model vit4mnist --batch 64
-    # GPU, the issue's setting for part 1 (random weights: speed does not depend on them)
+    # GPU, the target's setting for part 1 (random weights: speed does not depend on them)
     python benchmarks/hessian.py --device cuda --model vit_base_patch16_224 --batch 64 --parts 1
 
 Tolerances: PyHessian stops power iteration when λ changes by less than tol relative and the trace
@@ -177,7 +177,9 @@ def part3(model, x, y, device, ref, power_tol: float | None) -> Dict[str, object
         out["pyhessian_fused_attention"] = f"fails: {str(e).splitlines()[0][:120]}"
     model.zero_grad(set_to_none=True)
     e_ref, t_ref = ref["eigenvalues"], ref["trace"]
-    err = lambda vals: max(abs(a - b) / abs(b) for a, b in zip(vals, e_ref))
+
+    def err(vals):
+        return max(abs(a - b) / abs(b) for a, b in zip(vals, e_ref))
 
     def py(fn):  # PyHessian in eval mode with eager attention (it fails otherwise); graph built inside
         def run():

@@ -159,7 +159,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['attention']} | {r['sdpa']} | {r['compile']} | {r['batch']} | {r['sup_img_s']:.0f} | {r['md_img_s']:.0f} | "
+            f"| {r['attention']} | {r['sdpa']} | {r['compile']} | {r['batch']} | {r['sup_img_s']:.0f} | "
+            f"{r['md_img_s']:.0f} | "
             f"{r['ratio_md_over_sup']:.3f} |"
         )
     if args.json:

@@ -1,6 +1,6 @@
 """All attention statistics of the paper's Sec. 3 (distance Fig. 3a, entropy Fig. 10, NMI Fig. 6a,
 and the kept maps of Fig. 2) computed in the shared streaming pass, against plain inference of the
-same model on the same batch, in one run (issue 4, acceptance 5). Targets: >= 0.6x plain throughput
+same model on the same batch, in one run Targets: >= 0.6x plain throughput
 on a GPU (ViT-B/16, bf16, batch 64), >= 0.5x on CPU; peak memory independent of the number of images.
 
     python benchmarks/probes.py --device cuda --model vit_base_patch16_224 --batch-size 64 --dtype bf16 --json out.json

@@ -32,9 +32,10 @@ import torch
 from torch import nn
 
 from maskdistill.config import ObjectiveConfig, load_config
+from maskdistill.distill.code_teacher import CodeTeacher
 from maskdistill.distill.distiller import MaskedDistiller
 from maskdistill.distill.parts import Whitening
-from maskdistill.distill.tokenizer import CodeTeacher, build_vqkd
+from maskdistill.distill.tokenizer_build import build_vqkd
 from maskdistill.train.loop import autocast_for
 from maskdistill.train.pretrain import build_distiller, mask_generator
 from maskdistill.train.vqkd import TokenizerConfig

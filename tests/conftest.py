@@ -1,20 +1,20 @@
 """Suite-wide fixtures. One intra-op torch thread for every test: the tests use tiny models, for which
 a second thread mostly spins (on a loaded 2-core machine two threads made small workloads 5-300x
-slower), and one thread makes every run use the same reductions. Tiny configs for the jobs (a 2-block, 32-wide BEiT on 32 px
-built-in images; a training step takes milliseconds on a CPU), an image folder of PNGs, and a
-logging guard for tests that go through the CLI (which reconfigures the root logger)."""
+slower), and one thread makes every run use the same reductions. Tiny configs for the jobs (a
+2-block, 32-wide BEiT on 32 px built-in images; a training step takes milliseconds on a CPU), an
+image folder of PNGs, and a logging guard for tests that go through the CLI (which reconfigures the
+root logger). Saved weights are read with ``helpers.checkpoints.latest_weights``."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, List
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 
 from maskdistill.config import PretrainConfig, load_config
 
@@ -61,17 +61,6 @@ def make_cfg() -> Callable[..., PretrainConfig]:
 @pytest.fixture
 def tiny_overrides() -> List[str]:
     return list(TINY)
-
-
-def final_weights(run_dir: Path) -> Dict[str, torch.Tensor]:
-    ck = Path(run_dir) / "checkpoints"
-    return load_file(str(ck / (ck / "latest").read_text().strip() / "model.safetensors"))
-
-
-@pytest.fixture
-def weights_of() -> Callable[[Path], Dict[str, torch.Tensor]]:
-    """run dir -> the model tensors of its latest checkpoint."""
-    return final_weights
 
 
 def write_pngs(

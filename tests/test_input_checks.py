@@ -4,16 +4,10 @@ import pytest
 import torch
 from PIL import Image
 
-from maskdistill.config import ConfigError, TeacherConfig, load_config
+from maskdistill.config import TeacherConfig
 from maskdistill.data.folder import ImageFolder
 from maskdistill.models.teacher import build_teacher
 from maskdistill.train.optim import decays
-
-
-def test_no_masks_with_masked_loss_is_refused():
-    with pytest.raises(ConfigError, match="mask.loss_on=all"):
-        load_config("demo", ["mask.kind=none"])
-    assert load_config("demo", ["mask.kind=none", "mask.loss_on=all"]).mask.loss_on == "all"
 
 
 def test_teacher_patch_must_divide_the_image():

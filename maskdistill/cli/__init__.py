@@ -1,149 +1,58 @@
-"""``maskdistill <command>``: thin wrappers that build objects from config and call the library.
+"""``maskdistill <command>`` (also ``python -m maskdistill <command>``): thin wrappers that read the
+command line, build the config and call the library. ``maskdistill <command> --help`` shows each
+command's usage with examples. CONFIG is a YAML file or a preset name
+(``maskdistill/configs/<command>/``), followed by ``key.sub=value`` overrides. Many GPUs:
+``torchrun --nproc_per_node=8 -m maskdistill pretrain ...``.
 
-  maskdistill demo [--out runs/demo] [--overwrite]
-  maskdistill pretrain CONFIG [key.sub=value ...] --out DIR [--resume | --overwrite] [--dry-run]
-  maskdistill classify CONFIG [key.sub=value ...] --out DIR [--resume | --overwrite]
-
-CONFIG is a YAML file or a preset name (``maskdistill/configs/<command>/``). Multi-GPU:
-``torchrun --nproc_per_node=8 -m maskdistill.cli pretrain ...`` (see the README for SLURM).
+exit codes:
+  0  the command finished.
+  2  a usage or config mistake: the command line (argparse), a maskdistill UsageError (a ConfigError
+     is one), FileNotFoundError, FileExistsError, or a ValueError / KeyError raised by maskdistill's
+     own code about its input. One "maskdistill: error: <message>" on stderr, no traceback; the
+     message names the problem and the fix.
+  1  a run that stopped on purpose (maskdistill RunStopped: a NaN/inf loss, too many corrupt
+     images): "maskdistill: stopped: <message>"; the checkpoints saved before are kept.
+  1  anything else (a bug, CUDA out of memory, a full disk, a ValueError raised inside torch or
+     timm): the exception propagates with its traceback, which is what helps to find it.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-from pathlib import Path
 from typing import List, Optional
 
-from maskdistill.config import ConfigError, load_config
+from maskdistill.cli import analyze, classify, decisions, demo, finetune, pretrain, report, sweep, tokenizer
+from maskdistill.cli.failures import classify_failure
 
-
-def _setup_logging(out: Optional[Path] = None) -> None:
-    import os
-
-    rank = int(os.environ.get("RANK", "0"))
-    handlers: List[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if out is not None and rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(out / "log.txt"))
-    logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        handlers=handlers,
-        force=True,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-
-
-def _run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="YAML file or preset name")
-    p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
-    p.add_argument("--out", required=True, type=Path, help="run directory")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--resume", action="store_true", help="continue the run in --out")
-    g.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+# Every command, in the order of ``maskdistill --help``. Each module has ``register(subparsers)``
+# (its parser, with ``set_defaults(func=run)``) and ``run(args) -> int``; a module imports its
+# library inside ``run``, so ``--help`` and one command do not load torch, timm or matplotlib for all.
+COMMANDS = (demo, pretrain, classify, finetune, sweep, tokenizer, analyze, report, decisions)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="maskdistill", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="teacher -> MD student -> frozen-feature table, on built-in data")
-    d.add_argument("--out", type=Path, default=Path("runs/demo"))
-    d.add_argument("--overwrite", action="store_true", help="retrain stages already in --out")
-    p = sub.add_parser("pretrain", help="masked-distillation pre-training")
-    _run_args(p)
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="build student, decoder and optimizer (teacher architecture only, no weights), print the plan",
-    )
-    c = sub.add_parser("classify", help="supervised classification with the same loop")
-    _run_args(c)
-    for module in _command_modules():
-        module.register(sub)  # adds its sub-parsers with set_defaults(func=...)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(subparsers)
     return parser
 
 
-# Commands that live next to the library they drive: each module has ``register(subparsers)``, whose
-# parsers set ``func(args) -> int``. Keeps this file thin as the toolkit grows.
-COMMAND_MODULES = ("finetune", "analyze", "decisions", "tokenizer")
-
-
-def _command_modules() -> list:
-    import importlib
-
-    found = []
-    for name in COMMAND_MODULES:
-        try:
-            found.append(importlib.import_module(f"maskdistill.cli.{name}"))
-        except ModuleNotFoundError as e:  # a command not present in this version
-            if e.name != f"maskdistill.cli.{name}":
-                raise
-    return found
-
-
-def dry_run(cfg) -> str:
-    from maskdistill.data.sources import base_dataset
-    from maskdistill.train.loop import plan_steps
-    from maskdistill.train.optim import build_optimizer
-    from maskdistill.train.pretrain import build_distiller
-
-    distiller = build_distiller(cfg, pretrained_teacher=False)
-    n_student = sum(p.numel() for p in distiller.student.parameters())
-    n_decoder = sum(p.numel() for p in distiller.decoder.parameters())
-    opt = build_optimizer(distiller, cfg.optim)
-    lines = [
-        f"student {cfg.student.arch}: {n_student:,} parameters (incl. mask token); decoder "
-        f"{cfg.decoder.kind}: {n_decoder:,}; teacher {cfg.teacher.spec}: {distiller.teacher.dim}-d targets",
-        f"optimizer AdamW betas={tuple(cfg.optim.betas)} lr={cfg.optim.lr} wd={cfg.optim.weight_decay} "
-        f"({sum(p.numel() for p in opt.param_groups[0]['params']):,} decayed / "
-        f"{sum(p.numel() for p in opt.param_groups[1]['params']):,} not decayed)",
-    ]
-    try:
-        n = len(base_dataset(cfg.data.path, cfg.data))
-        spe, total, warmup, stop = plan_steps(n, cfg.train, cfg.optim)
-        lines.append(f"data: {n:,} images, {spe} steps/epoch, {total} steps ({warmup} warm-up)")
-    except (FileNotFoundError, ValueError) as e:
-        lines.append(f"data: {e}")
-    return "\n".join(lines)
-
-
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; returns its exit code (see the module docstring for what each one means)."""
+    args = build_parser().parse_args(argv)  # a command-line mistake: argparse exits 2 itself
     try:
-        if getattr(args, "func", None) is not None:
-            return int(args.func(args) or 0)
-        if args.command == "demo":
-            _setup_logging()
-            from maskdistill.train.demo import run_demo
-
-            run_demo(args.out, overwrite=args.overwrite)
-            return 0
-        if args.command == "pretrain":
-            cfg = load_config(args.config, args.overrides)
-            if args.dry_run:
-                _setup_logging()
-                print(dry_run(cfg))
-                return 0
-            _setup_logging(args.out)
-            from maskdistill.train.pretrain import pretrain
-
-            summary = pretrain(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
-        else:
-            from maskdistill.train.classify import ClassifyConfig, train_classifier
-
-            cfg = load_config(args.config, args.overrides, schema=ClassifyConfig, kind="classify")
-            _setup_logging(args.out)
-            summary = train_classifier(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
-        logging.getLogger("maskdistill").info("done: %s", summary)
-        return 0
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, RuntimeError, KeyError) as e:
-        print(f"maskdistill: error: {e}", file=sys.stderr)
-        return 2
+        return int(args.func(args) or 0)
+    except Exception as exc:
+        failure = classify_failure(exc)
+        if failure is None:
+            raise
+        code, line = failure
+        print(line, file=sys.stderr)
+        return code
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = ["COMMANDS", "build_parser", "main"]

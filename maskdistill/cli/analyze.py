@@ -1,15 +1,23 @@
-"""``maskdistill analyze`` and ``maskdistill report`` (issue 4; paper Secs. 3-4 side by side).
+"""``maskdistill analyze``: the paper's measurements (Secs. 3-4: attention, representation,
+curvature and decision probes) of any models side by side, written per model and probe as
+``OUT/<model>/<probe>.csv/.json/.npz``; then, unless ``--no-report``, the figures and
+``OUT/report.html`` (what ``maskdistill report OUT`` rebuilds from those files alone).
 
-    maskdistill analyze --model NAME=SPEC [--model NAME=SPEC ...] --data DATA --probes P1,P2|all \\
-        --out DIR [--images N] [--batch-size B] [--device cpu|cuda|auto] [--seed S] \\
-        [--pair TEACHER=STUDENT ...] [--param PROBE.KEY=VALUE ...] [--no-report]
-    maskdistill report DIR [--pair TEACHER=STUDENT ...] [--sharpness NAME=FINETUNE_RUN ...]
+SPEC: ``timm:<arch>`` (pretrained from the hub), ``timm:<arch>@<weights file>``, a maskdistill run
+directory or checkpoint; options for timm.create_model after '?', e.g.
+``timm:vit_small_patch14_dinov2@vits14.safetensors?img_size=224&num_classes=0`` or
+``timm:test_vit?pretrained=false``.
+DATA: an image folder (searched recursively; class sub-folders give labels) or ``builtin:val``,
+``builtin:cue_conflict``, ``builtin:test?size=64&label=texture``.
+PROBE.KEY=VALUE: a parameter of one probe; VALUE is a Python literal (``[12]``, ``0.5``) or a word.
 
-SPEC: timm:<arch> (pretrained from the hub), timm:<arch>@<weights file>, a maskdistill run directory
-or checkpoint; options for timm.create_model after '?', e.g.
-timm:vit_small_patch14_dinov2@vits14.safetensors?img_size=224&num_classes=0 or timm:test_vit?pretrained=false.
-DATA: an image folder (searched recursively; class sub-folders give labels) or builtin:val,
-builtin:cue_conflict, builtin:test?size=64&label=texture.
+example:
+  maskdistill analyze --model clip=timm:vit_base_patch16_clip_224.openai@/w/clip.safetensors \\
+      --model md=runs/md_clip --pair clip=md --data /data/imagenet/val --probes all \\
+      --images 256 --out analysis/clip_vs_md
+  maskdistill analyze --model vit=timm:test_vit?pretrained=false --data builtin:val \\
+      --probes attention_distance,token_singular_values --param token_singular_values.of=features \\
+      --images 16 --out analysis/tiny
 """
 
 from __future__ import annotations
@@ -18,24 +26,23 @@ import argparse
 import ast
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List
+
+from maskdistill.cli.common import command_parser, parse_models, parse_pair, setup_logging
+from maskdistill.errors import UsageError
+
+PARAM_EXAMPLE = "attention_map.layers=[12]"
 
 
-def _pair(text: str, what: str) -> Tuple[str, str]:
-    left, eq, right = text.partition("=")
-    if not eq or not left or not right:
-        example = "deit=timm:deit_small_patch16_224" if what == "--model" else "teacher=student"
-        raise ValueError(f"{what} {text!r}: expected LEFT=RIGHT (e.g. {example}).")
-    return left.strip(), right.strip()
-
-
-def _params(items: List[str]) -> Dict[str, Dict[str, Any]]:
+def parse_params(items: List[str]) -> Dict[str, Dict[str, Any]]:
+    """Repeated ``--param PROBE.KEY=VALUE`` -> ``{probe: {key: value}}``; VALUE is read as a Python
+    literal when it is one, else kept as the word it is."""
     out: Dict[str, Dict[str, Any]] = {}
     for item in items:
-        key, value = _pair(item, "--param")
+        key, value = parse_pair(item, "--param", PARAM_EXAMPLE)
         probe, dot, name = key.partition(".")
-        if not dot or not name:
-            raise ValueError(f"--param {item!r}: expected PROBE.KEY=VALUE (e.g. attention_map.layers=[12]).")
+        if not dot or not probe or not name:
+            raise UsageError(f"--param {item!r}: expected PROBE.KEY=VALUE, e.g. --param {PARAM_EXAMPLE}")
         try:
             parsed: Any = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -44,57 +51,12 @@ def _params(items: List[str]) -> Dict[str, Dict[str, Any]]:
     return out
 
 
-def _analyze(args: argparse.Namespace) -> int:
-    from maskdistill.cli import _setup_logging
-    from maskdistill.probes.core.runner import run_analyze
-
-    _setup_logging()
-    models: Dict[str, str] = {}
-    for m in args.model:
-        name, spec = _pair(m, "--model")
-        if name in models:
-            raise ValueError(f"--model {name}=...: the name {name!r} is given twice.")
-        models[name] = spec
-    paths = run_analyze(
-        models,
-        args.data,
-        args.probes,
-        args.out,
-        images=args.images,
-        batch_size=args.batch_size,
-        device=args.device,
-        seed=args.seed,
-        pairs=[_pair(p, "--pair") for p in args.pair],
-        params=_params(args.param),
-        workers=args.workers,
-    )
-    if not args.no_report:
-        from maskdistill.report import build_report  # matplotlib: only when figures are drawn
-
-        paths.append(build_report(args.out))
-    logging.getLogger("maskdistill").info(
-        "wrote %d files under %s%s", len(paths), args.out, f"; report: {paths[-1]}" if not args.no_report else ""
-    )
-    return 0
-
-
-def _report(args: argparse.Namespace) -> int:
-    from maskdistill.cli import _setup_logging
-    from maskdistill.report import build_report
-
-    _setup_logging()
-    runs = dict(_pair(s, "--sharpness") for s in args.sharpness)
-    path = build_report(args.dir, pairs=[_pair(p, "--pair") for p in args.pair], sharpness=runs)
-    print(path)
-    return 0
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    a = subparsers.add_parser(
+    a = command_parser(
+        subparsers,
         "analyze",
-        help="attention / representation / curvature probes of any models, figures and report.html",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "attention / representation / curvature / decision probes of any models, figures and report.html",
+        __doc__,
     )
     a.add_argument("--model", action="append", required=True, metavar="NAME=SPEC", help="a model to analyse (repeat)")
     a.add_argument("--data", required=True, help="image folder or builtin:val / builtin:cue_conflict")
@@ -120,15 +82,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     a.add_argument("--workers", type=int, default=None, help="data-loading workers (default: 0 on CPU)")
     a.add_argument("--no-report", action="store_true", help="skip figures and report.html")
-    a.set_defaults(func=_analyze)
-    r = subparsers.add_parser("report", help="figures and report.html from saved analysis results (no model needed)")
-    r.add_argument("dir", type=Path, help="the --out folder of maskdistill analyze")
-    r.add_argument("--pair", action="append", default=[], metavar="TEACHER=STUDENT", help="extra teacher/student pair")
-    r.add_argument(
-        "--sharpness",
-        action="append",
-        default=[],
-        metavar="NAME=RUN",
-        help="add a fine-tuning run's sharpness log (eval.sharpness_every > 0) to Fig. 7c/f; kept in DIR",
+    a.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from maskdistill.probes.core.runner import run_analyze
+
+    setup_logging()
+    paths = run_analyze(
+        parse_models(args.model),
+        args.data,
+        args.probes,
+        args.out,
+        images=args.images,
+        batch_size=args.batch_size,
+        device=args.device,
+        seed=args.seed,
+        pairs=[parse_pair(p, "--pair", "clip=md") for p in args.pair],
+        params=parse_params(args.param),
+        workers=args.workers,
     )
-    r.set_defaults(func=_report)
+    report = ""
+    if not args.no_report:
+        from maskdistill.report import build_report  # matplotlib: only when figures are drawn
+
+        paths.append(build_report(args.out))
+        report = f"; report: {paths[-1]}"
+    logging.getLogger("maskdistill").info("wrote %d files under %s%s", len(paths), args.out, report)
+    return 0
+
+
+__all__ = ["register", "run", "parse_params"]

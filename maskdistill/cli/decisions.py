@@ -1,6 +1,7 @@
-"""``maskdistill decisions --raw-data DIR [--out DIR]``: summarise existing response files -- human
-observers, model-vs-human's model zoo, texture-vs-shape's CNNs, or our own ``analyze`` outputs -- in
-model-vs-human's layout ``DIR/<dataset>/<dataset>_<observer>_session_1.csv`` (paper Figs. 11, 12).
+"""``maskdistill decisions``: shape bias, out-of-distribution accuracy and error consistency (paper
+Figs. 11, 12) of existing response files -- human observers, model-vs-human's model zoo,
+texture-vs-shape's CNNs, or the outputs of ``maskdistill analyze`` -- laid out as in
+model-vs-human: ``RAW/<dataset>/<dataset>_<observer>_session_1.csv``.
 
 Writes to ``--out`` (default ``analysis/decisions``): ``shape_bias.csv`` (per observer and shape
 category, for cue-conflict sets: folders whose image names are all ``<shape><i>-<texture><j>.png``),
@@ -8,6 +9,10 @@ category, for cue-conflict sets: folders whose image names are all ``<shape><i>-
 consistency for every observer-human pair per dataset and condition), ``excluded.csv`` (controls and
 conditions where humans are at or below 0.2), ``summary.csv`` (Fig. 12: OOD accuracy, observed and error
 consistency, accuracy difference per observer; ``humans`` = the human-human baseline) and the figures.
+
+example:
+  maskdistill decisions --raw-data model-vs-human/raw-data --out analysis/decisions
+  maskdistill decisions --raw-data model-vs-human/raw-data --datasets cue-conflict,edge --no-figures
 """
 
 from __future__ import annotations
@@ -15,14 +20,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from maskdistill.cli.common import command_parser
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "decisions",
-        help="shape bias, accuracy and error consistency of response files",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = command_parser(subparsers, "decisions", "shape bias, accuracy and error consistency of response files", __doc__)
     p.add_argument(
         "--raw-data",
         required=True,
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     tables = summarise_folder(args.raw_data, args.out, args.datasets)
     if not args.no_figures:
-        from maskdistill.report.plots.decisions import plot_decision_tables
+        from maskdistill.report.plots.decisions import plot_decision_tables  # matplotlib: only for figures
 
         plot_decision_tables(tables, args.out)
     if "summary" in tables:

@@ -1,77 +1,34 @@
-"""``maskdistill finetune`` and ``maskdistill sweep lr|freeze`` (paper Sec. 4, Fig. 8b/8c).
+"""``maskdistill finetune``: fine-tune an MD run, a maskdistill checkpoint or a timm ViT for image
+classification (paper Sec. 4; Table 1 recipes). CONFIG is a YAML file or a preset in
+``maskdistill/configs/finetune/`` (``vit_b16_paper``: the paper's CLIP ViT-B/16 recipe,
+``vit_b16_beitv2``, ``demo``), then ``key.sub=value`` overrides; ``model.spec`` names the model.
 
-maskdistill finetune CONFIG [key.sub=value ...] --out DIR [--resume | --overwrite]
-maskdistill sweep lr CONFIG --model NAME=SPEC [...] --values 1e-5,5e-5,2e-4 --out DIR [overrides]
-maskdistill sweep freeze CONFIG --model NAME=SPEC [...] [--values 0,4,8,12] --out DIR [overrides]
+example:
+  maskdistill finetune vit_b16_paper model.spec=runs/md_clip data.path=/data/imagenet/train \\
+      data.val_path=/data/imagenet/val --out runs/ft_md_clip
+  maskdistill finetune runs/ft_md_clip/config.yaml --out runs/ft_md_clip --resume
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-from pathlib import Path
-from typing import Dict, List
 
-from maskdistill.config import load_config
+from maskdistill.cli.common import add_run_args, command_parser, run_job
 
 
-def _models(items: List[str]) -> Dict[str, str]:
-    out: Dict[str, str] = {}
-    for item in items:
-        name, sep, spec = item.partition("=")
-        if not sep or not name or not spec:
-            raise ValueError(f"--model {item!r} must look like NAME=SPEC (e.g. md=runs/md_student).")
-        if name in out:
-            raise ValueError(f"--model name {name!r} is given twice.")
-        out[name] = spec
-    return out
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = command_parser(
+        subparsers, "finetune", "fine-tune a checkpoint or timm ViT for classification (Table 1 recipes)", __doc__
+    )
+    add_run_args(p)
+    p.set_defaults(func=run)
 
 
-def _finetune(args: argparse.Namespace) -> int:
-    from maskdistill.cli import _setup_logging
+def run(args: argparse.Namespace) -> int:
     from maskdistill.train.finetune import finetune
     from maskdistill.train.finetune_config import FinetuneConfig
 
-    cfg = load_config(args.config, args.overrides, schema=FinetuneConfig, kind="finetune")
-    _setup_logging(args.out)
-    summary = finetune(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
-    logging.getLogger("maskdistill").info("done: %s", summary)
-    return 0
+    return run_job(args, finetune, schema=FinetuneConfig, kind="finetune")
 
 
-def _sweep(args: argparse.Namespace) -> int:
-    from maskdistill.cli import _setup_logging
-    from maskdistill.train.sweep import run_sweep
-
-    _setup_logging(args.out)
-    values = [v.strip() for v in args.values.split(",") if v.strip()] if args.values else None
-    table = run_sweep(args.kind, args.config, _models(args.model), args.out, values, args.overrides)
-    from maskdistill.report.plots.sweeps import plot_sweep
-
-    plot_sweep(table, args.kind, args.out / f"sweep_{args.kind}")
-    print(table.to_string(index=False))
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    from maskdistill.cli import _run_args
-
-    f = sub.add_parser("finetune", help="fine-tune a checkpoint or timm ViT for classification (Table 1 recipes)")
-    _run_args(f)  # CONFIG (configs/finetune/ preset or YAML), overrides such as model.spec=runs/md, --out, ...
-    f.set_defaults(func=_finetune)
-
-    s = sub.add_parser(
-        "sweep", help="fine-tuning sweeps: accuracy vs learning rate (Fig. 8b) or frozen blocks (Fig. 8c)"
-    )
-    s.add_argument("kind", choices=("lr", "freeze"))
-    s.add_argument("config", help="fine-tuning YAML file or preset name")
-    s.add_argument("overrides", nargs="*", help="key.sub=value overrides for every run")
-    s.add_argument("--model", action="append", required=True, help="NAME=SPEC (repeat for several models)")
-    s.add_argument(
-        "--values",
-        default="",
-        help="comma-separated peak lrs, or numbers of frozen blocks "
-        "(default for freeze: 0..depth, then the linear probe)",
-    )
-    s.add_argument("--out", required=True, type=Path, help="sweep folder (resumable: finished runs are kept)")
-    s.set_defaults(func=_sweep)
+__all__ = ["register", "run"]

@@ -1,306 +1,44 @@
-"""Typed configuration for every job: dataclass defaults, YAML presets that hold only deltas, and
-dotted command-line overrides (``optim.lr=1e-3``), merged and type-checked by OmegaConf.
+"""Typed configuration for every job: dataclass defaults (``schema``), YAML presets that hold only
+deltas and dotted command-line overrides (``optim.lr=1e-3``), merged and type-checked by OmegaConf
+(``loader``).
 
 The defaults are the paper's pre-training recipe (Table 1, "BEiT v2/Base" column) with a CLIP
 ViT-B/16 teacher; presets in ``maskdistill/configs/`` change only what differs.
 """
 
-from __future__ import annotations
+from maskdistill.config.loader import PRESET_DIR, diff, from_dict, load_config, to_dict, to_yaml
+from maskdistill.config.schema import (
+    ConfigError,
+    DataConfig,
+    DecoderConfig,
+    JobConfig,
+    MaskConfig,
+    ObjectiveConfig,
+    OptimConfig,
+    PretrainConfig,
+    StudentConfig,
+    TeacherConfig,
+    TrainConfig,
+    validate,
+)
 
-import difflib
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
-
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
-from maskdistill.errors import UsageError
-
-PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
-
-
-class ConfigError(UsageError):
-    """A configuration that cannot work; the message names the key and the fix."""
-
-
-@dataclass
-class DataConfig:
-    # An image folder (class sub-folders or flat) or "builtin" for the procedurally generated
-    # shapes x textures set that ships with the package.
-    path: str = "builtin"
-    img_size: int = 224
-    # Table 1 (BEiT v2/Base): RandomResizedCrop min scale 0.2, colour jitter 0.4, flip 0.5.
-    min_scale: float = 0.2
-    color_jitter: float = 0.4
-    hflip: float = 0.5
-    num_workers: int = 8
-    # Corrupt images are skipped and counted; past this share of the images seen, the run stops.
-    max_corrupt_share: float = 0.01
-    # Built-in data only.
-    builtin_images: int = 5000
-    builtin_image_size: int = 64
-    builtin_seed: int = 0
-    builtin_label: str = "shape"  # shape | texture: which class the built-in images are labelled with
-
-
-@dataclass
-class MaskConfig:
-    kind: str = "blockwise"  # blockwise | random | none
-    # BEiT blockwise: 75 of 196 patches (~40 %), blocks of >= 16 patches, aspect in [0.3, 1/0.3].
-    num_masked: int = 75
-    min_block: int = 16
-    max_block: Optional[int] = None
-    min_aspect: float = 0.3
-    ratio: float = 0.4  # random masking
-    loss_on: str = "masked"  # M_out: masked | all
-
-
-@dataclass
-class TeacherConfig:
-    # timm:<name>[@weights], open_clip:<arch>/<tag>, pixels, or a maskdistill run/checkpoint dir.
-    spec: str = "timm:vit_base_patch16_clip_224.openai"
-    layer: int = -1  # which block's output (python index; -1 = last)
-    final_norm: bool = True  # apply the model's final norm (CLIP: ln_post) to the tokens
-    projection: bool = False  # CLIP towers: apply the output projection to every token
-    prefix_tokens: bool = False  # also distil the prefix (CLS) tokens
-
-
-@dataclass
-class StudentConfig:
-    arch: str = "beit_base_patch16_224"
-    rel_pos_bias: str = "shared"  # shared | per_block | none (BEiT family only)
-    abs_pos_emb: bool = False
-    layer_scale: Optional[float] = 0.1
-    drop_path: float = 0.0
-    # Attention kernel: timm's (SDPA; the relative position bias keeps it off flash attention) or
-    # flex (FlexAttention adds the bias inside a fused kernel; CUDA only; see models/flex.py).
-    attention: str = "timm"
-    # Extra keyword arguments for timm.create_model (embed_dim, depth, patch_size, ...).
-    kwargs: Dict[str, Any] = field(default_factory=dict)
-    # Input normalisation of the student (the teacher uses its own pretrained_cfg).
-    mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-
-@dataclass
-class DecoderConfig:
-    kind: str = "fc"  # fc | transformer | tokenizer (BEiT v2: linear to the K codes of a VQ-KD tokenizer)
-    depth: int = 2  # transformer decoder only
-    num_heads: int = 0  # 0 = the student's
-    # tokenizer decoder only: the run (or checkpoint) directory of `maskdistill tokenizer train`,
-    # and the codebook size it must have (0 = whatever it has).
-    tokenizer: str = ""
-    codebook_size: int = 0
-
-
-@dataclass
-class ObjectiveConfig:
-    whitening: str = "layernorm"  # N: layernorm (no affine) | none
-    loss: str = "smooth_l1"  # R: smooth_l1 | mse | cosine | ce (cross-entropy on tokenizer codes)
-    beta: float = 2.0  # smooth-L1 beta (FD uses 2)
-
-
-@dataclass
-class OptimConfig:
-    # Table 1 (BEiT v2/Base): AdamW (0.98, 0.999), peak 1.5e-3 at batch 2048, min 1e-5,
-    # cosine with 10 warm-up epochs, wd 0.05, clip 3.0.
-    lr: float = 1.5e-3
-    min_lr: float = 1e-5
-    betas: Tuple[float, float] = (0.98, 0.999)
-    eps: float = 1e-8
-    weight_decay: float = 0.05
-    clip_grad: Optional[float] = 3.0
-    warmup_epochs: float = 10.0
-
-
-@dataclass
-class TrainConfig:
-    epochs: float = 300.0
-    batch_size: int = 2048  # global batch per optimizer step (all processes, all accumulation)
-    accum_steps: int = 1
-    max_steps: Optional[int] = None  # stop early (smoke runs); the schedule still spans `epochs`
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
-    compile: bool = False
-    log_every: int = 20
-    ckpt_every: int = 1000
-    keep_last: int = 2
-
-
-@dataclass
-class PretrainConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    mask: MaskConfig = field(default_factory=MaskConfig)
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    student: StudentConfig = field(default_factory=StudentConfig)
-    decoder: DecoderConfig = field(default_factory=DecoderConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-
-_CHOICES = {
-    "data.builtin_label": ("shape", "texture"),
-    "mask.kind": ("blockwise", "random", "none"),
-    "mask.loss_on": ("masked", "all"),
-    "student.rel_pos_bias": ("shared", "per_block", "none"),
-    "student.attention": ("timm", "flex"),
-    "decoder.kind": ("fc", "transformer", "tokenizer"),
-    "objective.whitening": ("layernorm", "none"),
-    "objective.loss": ("smooth_l1", "mse", "cosine", "ce"),
-    "train.device": ("auto", "cpu", "cuda"),
-    "train.precision": ("auto", "bf16", "fp32"),
-}
-
-
-def _get(cfg: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
-
-
-def validate(cfg: Any) -> Any:
-    """Raise ConfigError for values that cannot work; returns cfg for chaining. Works for every
-    job's config: sections a job does not have are skipped."""
-    for key, choices in _CHOICES.items():
-        if not hasattr(cfg, key.split(".")[0]):
-            continue
-        if _get(cfg, key) not in choices:
-            raise ConfigError(f"{key}={_get(cfg, key)!r} is not one of {', '.join(choices)}.")
-    t, o = cfg.train, cfg.optim
-    if t.batch_size <= 0 or t.accum_steps <= 0:
-        raise ConfigError("train.batch_size and train.accum_steps must be positive.")
-    if t.batch_size % t.accum_steps:
-        raise ConfigError(
-            f"train.batch_size={t.batch_size} is not divisible by "
-            f"train.accum_steps={t.accum_steps}; pick a batch size that is."
-        )
-    if not 0 < cfg.data.min_scale <= 1:
-        raise ConfigError(f"data.min_scale={cfg.data.min_scale} must be in (0, 1].")
-    if o.lr <= 0 or o.min_lr < 0 or o.min_lr > o.lr:
-        raise ConfigError(f"need 0 <= optim.min_lr <= optim.lr and lr > 0 (got lr={o.lr}, min_lr={o.min_lr}).")
-    if not 0 <= cfg.data.max_corrupt_share <= 1:
-        raise ConfigError("data.max_corrupt_share must be a share in [0, 1].")
-    if hasattr(cfg, "mask") and cfg.mask.kind == "none" and cfg.mask.loss_on == "masked":
-        raise ConfigError(
-            "mask.kind=none masks nothing, so a loss on masked tokens is empty; set "
-            "mask.loss_on=all (plain feature distillation) or choose a mask kind."
-        )
-    if hasattr(cfg, "decoder") and hasattr(cfg, "objective"):
-        _validate_code_targets(cfg)
-    if hasattr(cfg, "student"):
-        patch = cfg.student.kwargs.get("patch_size")
-        if patch and cfg.data.img_size % int(patch):
-            raise ConfigError(
-                f"data.img_size={cfg.data.img_size} is not divisible by the student's patch "
-                f"size {patch}; pick a multiple of {patch}."
-            )
-    return cfg
-
-
-def _validate_code_targets(cfg: Any) -> None:
-    """MD with code targets (BEiT v2): the tokenizer decoder and the cross-entropy go together."""
-    tok, ce = cfg.decoder.kind == "tokenizer", cfg.objective.loss == "ce"
-    if tok and not cfg.decoder.tokenizer:
-        raise ConfigError(
-            "decoder.kind=tokenizer needs decoder.tokenizer=<run directory of `maskdistill tokenizer train`>."
-        )
-    if tok and not ce:
-        raise ConfigError(
-            f"decoder.kind=tokenizer predicts codes, so objective.loss must be ce "
-            f"(got {cfg.objective.loss}); set objective.loss=ce."
-        )
-    if ce and not tok:
-        raise ConfigError(
-            f"objective.loss=ce needs code targets; set decoder.kind=tokenizer (got "
-            f"decoder.kind={cfg.decoder.kind}) or choose smooth_l1, mse or cosine."
-        )
-    if tok and getattr(cfg, "teacher", None) is not None and cfg.teacher.prefix_tokens:
-        raise ConfigError("decoder.kind=tokenizer predicts patch codes only; set teacher.prefix_tokens=false.")
-    if cfg.decoder.codebook_size < 0:
-        raise ConfigError("decoder.codebook_size must be >= 0 (0 = the tokenizer's).")
-
-
-def _preset_path(name_or_path: Union[str, Path], kind: str) -> Path:
-    p = Path(name_or_path)
-    if p.is_file():
-        return p
-    for cand in (PRESET_DIR / kind / f"{name_or_path}.yaml", PRESET_DIR / kind / str(name_or_path)):
-        if cand.is_file():
-            return cand
-    known = sorted(q.stem for q in (PRESET_DIR / kind).glob("*.yaml"))
-    raise ConfigError(
-        f"config {str(name_or_path)!r} is neither a file nor a preset; presets for {kind}: {', '.join(known)}."
-    )
-
-
-def load_config(
-    preset: Optional[Union[str, Path]] = None,
-    overrides: Sequence[str] = (),
-    schema: type = PretrainConfig,
-    kind: str = "pretrain",
-) -> Any:
-    """Defaults <- YAML preset (a file or a preset name) <- ``key.sub=value`` overrides."""
-    base = OmegaConf.structured(schema)
-    try:
-        layers: List[DictConfig] = [base]
-        if preset is not None:
-            layers.append(OmegaConf.load(_preset_path(preset, kind)))
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r} must look like key.sub=value.")
-        layers.append(OmegaConf.from_dotlist(list(overrides)))
-        merged = OmegaConf.merge(*layers)
-    except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None)
-        hint = ""
-        flat = _flat_keys(OmegaConf.to_container(base))
-        if key and str(key) not in flat and "Did you mean" not in str(getattr(e, "msg", e)):
-            close = difflib.get_close_matches(str(key), flat, n=3)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        first = str(getattr(e, "msg", e)).splitlines()[0]
-        end = "" if first.endswith(("?", ".")) else "."
-        raise ConfigError(f"invalid config value for {key or '?'}: {first}{end}{hint}") from None
-    obj = OmegaConf.to_object(merged)
-    return validate(obj)
-
-
-def _flat_keys(d: Dict[str, Any], prefix: str = "") -> List[str]:
-    out = []
-    for k, v in d.items():
-        out += _flat_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
-    return out
-
-
-def to_dict(cfg: Any) -> Dict[str, Any]:
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
-
-
-def to_yaml(cfg: Any) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
-
-
-def from_dict(d: Dict[str, Any], schema: type = PretrainConfig) -> Any:
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(d)))
-
-
-def diff(a: Dict[str, Any], b: Dict[str, Any], ignore: Sequence[str] = ()) -> List[str]:
-    """Human-readable differences between two config dicts (``key: old -> new``)."""
-    fa, fb = dict(_flat_items(a)), dict(_flat_items(b))
-    out = []
-    for k in sorted(set(fa) | set(fb)):
-        if any(k == i or k.startswith(i + ".") for i in ignore):
-            continue
-        if fa.get(k, "<unset>") != fb.get(k, "<unset>"):
-            out.append(f"{k}: {fa.get(k, '<unset>')!r} -> {fb.get(k, '<unset>')!r}")
-    return out
-
-
-def _flat_items(d: Dict[str, Any], prefix: str = ""):
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            yield from _flat_items(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", (list(v) if isinstance(v, tuple) else v)
+__all__ = [
+    "PRESET_DIR",
+    "ConfigError",
+    "DataConfig",
+    "DecoderConfig",
+    "JobConfig",
+    "MaskConfig",
+    "ObjectiveConfig",
+    "OptimConfig",
+    "PretrainConfig",
+    "StudentConfig",
+    "TeacherConfig",
+    "TrainConfig",
+    "diff",
+    "from_dict",
+    "load_config",
+    "to_dict",
+    "to_yaml",
+    "validate",
+]

@@ -20,7 +20,7 @@ from typing import Any, Callable, List, Optional
 import numpy as np
 from torch.utils.data import Dataset
 
-from maskdistill.data.synthetic import SHAPES, TEXTURES, ShapesTextures
+from maskdistill.data.synthetic import SHAPES, TEXTURES, ShapesTextures, seeded_blocks
 
 _PAIR_KEY = 20  # seeds the pair order apart from the streams synthetic.py uses (keys 0-2 and 10-12)
 
@@ -46,13 +46,7 @@ class BuiltinCueConflict(Dataset):
         )
         k = num_classes
         pairs = np.array([(a, b) for a in range(k) for b in range(k) if a != b], dtype=np.int64)  # (K(K-1), 2)
-        blocks = -(-num_images // len(pairs))
-        order = np.concatenate(
-            [
-                np.random.default_rng([seed, self.base.split_id + _PAIR_KEY, n]).permutation(len(pairs))
-                for n in range(blocks)
-            ]
-        )[:num_images]
+        order = seeded_blocks(num_images, len(pairs), seed, self.base.split_id + _PAIR_KEY)
         self.shape_labels: np.ndarray = pairs[order, 0]
         self.texture_labels: np.ndarray = pairs[order, 1]
         self.classes: List[str] = list(SHAPES[:k])

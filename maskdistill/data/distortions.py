@@ -5,7 +5,8 @@ published condition levels -- the parametric half of the paper's 17 out-of-distr
 
 Images are float tensors in [0, 1], (C, H, W) or (B, C, H, W); outputs have the same shape. As in
 the original experiments every distortion except colour and false colour first converts to
-greyscale (luminance 0.2125 R + 0.7154 G + 0.0721 B, replicated over the channels):
+greyscale (luminance 0.2125 R + 0.7154 G + 0.0721 B, replicated over the channels; that conversion and
+the image conventions live in ``data/grey.py``, shared with the eidolons of ``data/eidolon.py``):
 
 | dataset | transform | levels (file spelling = human CSV condition) |
 |---|---|---|
@@ -34,7 +35,8 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from maskdistill.data.grey import LUMA, as_batch, grey_op, luminance, out_like
+from maskdistill.data.eidolon import eidolon
+from maskdistill.data.grey import as_batch, grey_op, luminance, out_like
 
 BG_GREY = 0.4423  # mean pixel value of the original image set (border of the Gaussian filters)
 NOISE_CONTRAST = 0.3  # the uniform-noise images were first reduced to 30 % contrast
@@ -195,8 +197,6 @@ def rotate(x: torch.Tensor, degrees: int) -> torch.Tensor:
 # transform each one names. ``apply_condition("contrast", x, "c05")`` == ``contrast(x, 0.05)``.
 def _eidolon_level(coherence_tag: str) -> Callable[..., torch.Tensor]:
     def fn(x: torch.Tensor, cond: str, generator: Optional[torch.Generator]) -> torch.Tensor:
-        from maskdistill.data.eidolon import eidolon  # eidolon.py builds on this module
-
         reach, coh, grain = (float(v) for v in cond.split("-"))
         return eidolon(x, reach, coh / 10.0, grain, generator=generator)
 
@@ -265,17 +265,14 @@ __all__ = [
     "BG_GREY",
     "CONDITIONS",
     "apply_condition",
-    "LUMA",
     "NOISE_CONTRAST",
     "amplitude_spectrum",
-    "as_batch",
     "contrast",
     "false_colour",
     "gaussian_blur",
     "greyscale",
     "high_pass",
     "low_pass",
-    "luminance",
     "mean_amplitude_spectrum",
     "phase_scrambling",
     "power_equalisation",

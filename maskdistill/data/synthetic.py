@@ -193,6 +193,14 @@ def render(shape: int, texture: int, size: int, rng: np.random.Generator) -> np.
     return render_with_mask(shape, texture, size, rng)[0]
 
 
+def seeded_blocks(n: int, block: int, seed: int, key: int) -> np.ndarray:
+    """``n`` indices in blocks of ``block``: block k is a permutation of 0..block-1 drawn from
+    ``[seed, key, k]``, so every index comes once per block (labels stay balanced) and item i's
+    index does not depend on ``n``. int64, shape (n,)."""
+    blocks = [np.random.default_rng([seed, key, k]).permutation(block) for k in range(-(-n // block))]
+    return np.concatenate(blocks)[:n].astype(np.int64)
+
+
 class ShapesTextures(torch.utils.data.Dataset):
     """Seeded shape x texture images; ``label`` picks which class is the target.
 
@@ -239,12 +247,7 @@ class ShapesTextures(torch.utils.data.Dataset):
         self.num_images, self.image_size, self.seed = int(num_images), int(image_size), int(seed)
         self.split, self.split_id, self.label = split, SPLITS[split], label
         self.num_shapes, self.num_textures, self.transform = num_shapes, num_textures, transform
-        block = num_shapes * num_textures
-        key = self.split_id + _LABEL_KEY
-        pairs = [
-            np.random.default_rng([self.seed, key, k]).permutation(block) for k in range(-(-self.num_images // block))
-        ]
-        pair = np.concatenate(pairs)[: self.num_images].astype(np.int64)
+        pair = seeded_blocks(self.num_images, num_shapes * num_textures, self.seed, self.split_id + _LABEL_KEY)
         self.shape_labels: np.ndarray = pair // num_textures
         self.texture_labels: np.ndarray = pair % num_textures
         names = SHAPES[:num_shapes] if label == "shape" else TEXTURES[:num_textures]

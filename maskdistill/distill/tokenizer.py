@@ -8,27 +8,25 @@ reconstructs the teacher's features of every patch. Loss: 1 - cos(reconstruction
 (BEiT v2: teacher features unwhitened, the cosine makes their scale irrelevant) plus the
 commitment loss. The codes of an image are then the targets of MD with code targets: decoder D is
 a linear map to K logits and R the cross-entropy at masked positions (BEiT v2's pre-training).
+
+This module holds the network and its config; ``tokenizer_build`` builds it from a config or a saved
+run, ``code_teacher`` wraps a trained one as the frozen teacher of MD with code targets.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-import timm
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from maskdistill.config import TeacherConfig
 from maskdistill.data.transforms import to_unit
 from maskdistill.distill.codebook import EMACodebook
 from maskdistill.distill.parts import Whitening
-from maskdistill.models.loading import check_timm_name
-from maskdistill.models.teacher import build_teacher, resample_tokens, teacher_grid
+from maskdistill.models.teacher import resample_tokens, teacher_grid
 
 
 @dataclass
@@ -152,169 +150,4 @@ class VQKD(nn.Module):
         return float(F.cosine_similarity(rec.float(), self.targets(x), dim=-1).mean())
 
 
-def build_encoder(cfg: VQKDConfig, img_size: int) -> VisionTransformer:
-    check_timm_name(cfg.arch)
-    encoder = timm.create_model(cfg.arch, pretrained=False, img_size=img_size, num_classes=0, **cfg.kwargs)
-    patch = int(encoder.patch_embed.patch_size[0])
-    if img_size % patch:
-        raise ValueError(
-            f"image size {img_size} is not divisible by the tokenizer's patch size {patch}; "
-            f"use data.img_size={img_size - img_size % patch + patch}."
-        )
-    return encoder
-
-
-def build_vqkd(
-    cfg: VQKDConfig,
-    img_size: int,
-    target_dim: int,
-    teacher: Optional[nn.Module] = None,
-    encoder: Optional[VisionTransformer] = None,
-) -> VQKD:
-    encoder = encoder if encoder is not None else build_encoder(cfg, img_size)
-    width = encoder.embed_dim
-    heads = cfg.decoder_heads or encoder.blocks[0].attn.num_heads
-    if width % heads:
-        raise ValueError(
-            f"tokenizer.decoder_heads={heads} does not divide the width {width}; pick a divisor "
-            f"of {width} (0 = the encoder's heads)."
-        )
-    grid = tuple(encoder.patch_embed.grid_size)
-    decoder = VisionTransformer(
-        img_size=grid,
-        patch_size=1,
-        in_chans=cfg.code_dim,
-        embed_dim=width,
-        depth=cfg.decoder_depth,
-        num_heads=heads,
-        num_classes=0,
-        class_token=False,
-        global_pool="",
-    )
-    codebook = EMACodebook(cfg.num_codes, cfg.code_dim, cfg.decay, cfg.commitment, cfg.kmeans_iters, cfg.dead_threshold)
-    return VQKD(encoder, codebook, decoder, target_dim, cfg.mean, cfg.std, teacher, cfg.whitening)
-
-
-def build_tokenizer(
-    cfg: VQKDConfig, teacher_cfg: TeacherConfig, img_size: int, pretrained_teacher: bool = True
-) -> VQKD:
-    """The tokenizer with its (frozen) teacher, ready for training."""
-    if teacher_cfg.prefix_tokens:
-        raise ValueError("the tokenizer reconstructs patch tokens only; set teacher.prefix_tokens=false.")
-    encoder = build_encoder(cfg, img_size)
-    patch = int(encoder.patch_embed.patch_size[0])
-    teacher = build_teacher(teacher_cfg, img_size, patch, 3, cfg.mean, cfg.std, pretrained=pretrained_teacher)
-    return build_vqkd(cfg, img_size, teacher.dim, teacher, encoder)
-
-
-def vqkd_config(d: Dict[str, Any]) -> VQKDConfig:
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(VQKDConfig), OmegaConf.create(d)))
-
-
-def tokenizer_info(path: str | Path) -> Tuple[Path, Dict[str, Any]]:
-    """(checkpoint directory, meta) of a tokenizer run or checkpoint; refuses other checkpoints."""
-    from maskdistill.runs.checkpoint import find_checkpoint, read_meta
-
-    ck = find_checkpoint(path)
-    meta = read_meta(ck)
-    if meta.get("kind") != "tokenizer" or "tokenizer" not in meta:
-        raise ValueError(
-            f"{ck} is a {meta.get('kind', 'unknown')!r} checkpoint, not a tokenizer; train one "
-            f"with `maskdistill tokenizer train` and pass its run directory."
-        )
-    return ck, meta
-
-
-def load_tokenizer(path: str | Path) -> Tuple[VQKD, Dict[str, Any]]:
-    """A trained tokenizer (run or checkpoint directory of ``maskdistill tokenizer train``),
-    without its teacher, in eval mode; and its ``meta["tokenizer"]`` (teacher, codes, grid, ...)."""
-    from maskdistill.runs.checkpoint import load_checkpoint
-
-    ck, meta = tokenizer_info(path)
-    info = meta["tokenizer"]
-    model = build_vqkd(vqkd_config(meta["config"]["tokenizer"]), int(info["img_size"]), int(info["target_dim"]))
-    load_checkpoint(ck, model)
-    return model.eval(), dict(info, checkpoint=str(ck))
-
-
-def same_teacher(a: str, b: str) -> bool:
-    """Two teacher specs name the same teacher (paths compared after resolving)."""
-    if a == b:
-        return True
-    pa, pb = Path(a).expanduser(), Path(b).expanduser()
-    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
-
-
-class CodeTeacher(nn.Module):
-    """T for MD with code targets: the frozen tokenizer maps images in [0, 1] to codes (B, N)."""
-
-    returns_codes = True
-    num_prefix = 0
-    prefix_tokens = False
-
-    def __init__(self, tokenizer: VQKD, name: str = "tokenizer") -> None:
-        super().__init__()
-        self.tokenizer = tokenizer
-        self.name = name
-        self.dim = tokenizer.num_codes  # the decoder predicts K logits
-        self.grid = tokenizer.grid
-        for p in self.parameters():
-            p.requires_grad_(False)
-        super().train(False)
-
-    def train(self, mode: bool = True) -> "CodeTeacher":
-        return super().train(False)  # frozen: the codebook never updates during MD
-
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.tokenizer.codes(images)
-
-
-def load_code_teacher(path: str, teacher_spec: str, num_codes: int, img_size: int, grid: Sequence[int]) -> CodeTeacher:
-    """Load a tokenizer for MD with code targets and check that it fits the run: same teacher,
-    the configured codebook size (0 = any), the run's image size and the student's patch grid."""
-    if not path:
-        raise ValueError(
-            "decoder.kind=tokenizer needs decoder.tokenizer=<run directory of `maskdistill tokenizer train`>."
-        )
-    info = tokenizer_info(path)[1]["tokenizer"]  # check what the meta data tells before loading weights
-    if not same_teacher(str(info["teacher"]), teacher_spec):
-        raise ValueError(
-            f"the tokenizer {path} was built for teacher {info['teacher']!r}, but this run's "
-            f"teacher is {teacher_spec!r}; set teacher.spec={info['teacher']} or train a tokenizer "
-            f"for {teacher_spec}."
-        )
-    if num_codes and num_codes != int(info["num_codes"]):
-        raise ValueError(
-            f"the tokenizer {path} has a codebook of {info['num_codes']} codes, but this run asks for "
-            f"decoder.codebook_size={num_codes}; set decoder.codebook_size={info['num_codes']} (or 0) "
-            f"or train a tokenizer with tokenizer.num_codes={num_codes}."
-        )
-    if int(info["img_size"]) != img_size:
-        raise ValueError(
-            f"the tokenizer {path} was trained on {info['img_size']} px images, this run uses "
-            f"data.img_size={img_size}; set data.img_size={info['img_size']}."
-        )
-    if tuple(info["grid"]) != tuple(grid):
-        raise ValueError(
-            f"the tokenizer's patch grid {tuple(info['grid'])} differs from the student's {tuple(grid)}, "
-            f"and codes cannot be resampled; give the student the tokenizer's patch size "
-            f"({img_size // int(info['grid'][0])})."
-        )
-    tok, info = load_tokenizer(path)
-    return CodeTeacher(tok, f"VQ-KD codes ({tok.num_codes}) of {info['teacher']}")
-
-
-__all__ = [
-    "VQKDConfig",
-    "VQKD",
-    "build_encoder",
-    "build_vqkd",
-    "build_tokenizer",
-    "load_tokenizer",
-    "tokenizer_info",
-    "CodeTeacher",
-    "load_code_teacher",
-    "same_teacher",
-    "vqkd_config",
-]
+__all__ = ["VQKDConfig", "VQKD"]

@@ -1,16 +1,16 @@
-"""Activation capture for the probes of the paper's Secs. 3-4 (Figs. 2-6, 10): post-softmax
-attention of every block and the residual stream (patch embedding + position embedding, then the
-output of every block, before the final norm: depth + 1 points, docs/PROBES.md "Notation").
+"""Activation capture for the probes of the paper's Secs. 3-4 (Figs. 2-6, 10): the post-softmax
+attention of every block and the residual stream. The residual stream is taken at depth + 1 points:
+index 0 is the input of the first block (patch embedding + position embedding, prefix tokens
+included) and index l the output of block l, all before the final norm.
 
-One context manager, :func:`capture` (DESIGN.md: "attention maps through one capture module of
-context managers that switch timm's fused attention off, hook the post-softmax attention, and undo
-everything in finally"). For every supported timm attention module it sets ``fused_attn = False``
-and hooks the module's ``attn_drop``: in timm's unfused path the post-softmax attention is exactly
-the input of ``attn_drop`` (called once per forward), so what is recorded is what the block then
-multiplies with v -- nothing is recomputed, and the model's outputs are those of its own eager path.
-A forward hook on the attention module checks that the softmax was seen; an attention forward that
-bypasses it (e.g. a patched kernel) raises instead of leaving a silently empty result (timm's
-``AttentionExtract`` returns nothing on fused models, so it is not used).
+One context manager, :func:`capture`, switches timm's fused attention off, hooks the post-softmax
+attention and undoes everything in ``finally``. For every supported timm attention module it sets
+``fused_attn = False`` and hooks the module's ``attn_drop``: in timm's unfused path the post-softmax
+attention is exactly the input of ``attn_drop`` (called once per forward), so what is recorded is
+what the block then multiplies with v -- nothing is recomputed, and the model's outputs are those of
+its own eager path. A forward hook on the attention module checks that the softmax was seen; an
+attention forward that bypasses it (e.g. a patched kernel) raises instead of leaving a silently
+empty result (timm's ``AttentionExtract`` returns nothing on fused models, so it is not used).
 
 maskdistill's FlexAttention path (``models/flex.py``) is switched back to timm's path for the
 duration and restored afterwards; any other instance-level ``forward`` override raises.
@@ -125,6 +125,139 @@ def _known_override(m: nn.Module) -> bool:
     return getattr(m.__dict__["forward"], "__func__", None) is _flex_forward
 
 
+def _refuse_foreign_forwards(enc: nn.Module, attn_mods: List[nn.Module]) -> None:
+    """An instance-level ``forward`` other than maskdistill's FlexAttention one may skip timm's
+    softmax; refuse it before anything is changed."""
+    for m in attn_mods:
+        if "forward" in m.__dict__ and not _known_override(m):
+            raise TypeError(
+                f"{type(m).__name__} in {type(enc).__name__} has its forward replaced by "
+                f"{m.__dict__['forward']!r}; capture cannot see its attention. Restore timm's "
+                f"forward first (e.g. maskdistill.models.flex.use_timm_attention)."
+            )
+
+
+def _empty_capture(enc: nn.Module) -> Capture:
+    return Capture(
+        num_prefix=int(getattr(enc, "num_prefix_tokens", int(getattr(enc, "cls_token", None) is not None))),
+        patch_size=int(enc.patch_embed.patch_size[0]),
+        depth=len(enc.blocks),
+        static_grid=tuple(int(g) for g in enc.patch_embed.grid_size),  # type: ignore[arg-type]
+    )
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING = _Missing()
+
+
+@dataclass
+class _Changes:
+    """Every hook and instance attribute capture put on the model, so that all of it is undone."""
+
+    handles: List[Any] = field(default_factory=list)
+    saved: List[Tuple[nn.Module, str, Any]] = field(default_factory=list)  # (module, attribute, own value)
+
+    def hook(self, handle: Any) -> None:
+        self.handles.append(handle)
+
+    def set(self, m: nn.Module, attr: str, value: Any) -> None:
+        self.saved.append((m, attr, m.__dict__.get(attr, _MISSING)))
+        setattr(m, attr, value)
+
+    def drop(self, m: nn.Module, attr: str) -> None:
+        """Remove an instance attribute (e.g. a forward override) so the class's own one shows."""
+        self.saved.append((m, attr, m.__dict__[attr]))
+        del m.__dict__[attr]
+
+    def undo(self) -> None:
+        for h in self.handles:
+            h.remove()
+        for m, attr, value in reversed(self.saved):
+            if value is _MISSING:
+                m.__dict__.pop(attr, None)
+            else:
+                setattr(m, attr, value)
+
+
+@dataclass
+class _Recorder:
+    """Detaches, casts and keeps (or streams to a callback) what the hooks see."""
+
+    cap: Capture
+    dtype: Optional[torch.dtype]
+    on_attention: Optional[TensorHook]
+    on_tokens: Optional[TensorHook]
+    seen: Dict[int, bool] = field(default_factory=dict)  # block -> its softmax ran in this forward
+
+    def keep(self, kind: str, i: int, x: torch.Tensor) -> None:
+        x = x.detach() if self.dtype is None else x.detach().to(self.dtype)
+        cb = self.on_attention if kind == "attention" else self.on_tokens
+        if cb is not None:
+            cb(i, x)
+        else:
+            getattr(self.cap, kind).append(x)
+
+
+def _hook_tokens(enc: nn.Module, rec: _Recorder, changes: _Changes, tokens: bool) -> None:
+    """A pre-hook on the first block starts a new record per forward (and records the residual
+    stream's entry point); with ``tokens``, a forward hook on every block records its output."""
+
+    def start(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+        rec.cap.clear()  # a new forward pass begins: keep one batch at a time
+        if tokens:
+            rec.keep("tokens", 0, args[0] if args else kwargs["x"])
+
+    def block_out(i: int) -> Callable:
+        def hook(_m: nn.Module, _args: tuple, out: Any) -> None:
+            rec.keep("tokens", i + 1, out[0] if isinstance(out, (tuple, list)) else out)
+
+        return hook
+
+    changes.hook(enc.blocks[0].register_forward_pre_hook(start, with_kwargs=True))
+    if tokens:
+        for i, blk in enumerate(enc.blocks):
+            changes.hook(blk.register_forward_hook(block_out(i)))
+
+
+def _softmax_hooks(i: int, m: nn.Module, rec: _Recorder) -> Tuple[Callable, Callable, Callable]:
+    """(pre-hook of the attention module, pre-hook of its ``attn_drop``, forward hook of the module):
+    forget the last softmax, record the softmax, and raise when the forward ran without it."""
+
+    def attn_pre(_m: nn.Module, _args: tuple) -> None:
+        rec.seen[i] = False
+
+    def softmax_seen(_m: nn.Module, args: tuple) -> None:
+        rec.seen[i] = True
+        rec.keep("attention", i, args[0])
+
+    def attn_post(_m: nn.Module, _args: tuple, _out: Any) -> None:
+        if not rec.seen.get(i, False):
+            raise RuntimeError(
+                f"the attention of block {i} ({type(m).__name__}) ran without its unfused "
+                f"softmax path, so capture saw no attention; was fused_attn or forward "
+                f"changed inside the capture?"
+            )
+
+    return attn_pre, softmax_seen, attn_post
+
+
+def _hook_attention(attn_mods: List[nn.Module], rec: _Recorder, changes: _Changes) -> None:
+    """Put every attention module on timm's unfused path (FlexAttention forward removed,
+    ``fused_attn = False``) and hook its softmax."""
+    for i, m in enumerate(attn_mods):
+        if "forward" in m.__dict__:
+            changes.drop(m, "forward")  # back to timm's forward (and its softmax) for the capture
+        changes.set(m, "fused_attn", False)
+        attn_pre, softmax_seen, attn_post = _softmax_hooks(i, m, rec)
+        changes.hook(m.register_forward_pre_hook(attn_pre))
+        changes.hook(m.attn_drop.register_forward_pre_hook(softmax_seen))
+        changes.hook(m.register_forward_hook(attn_post))
+
+
 @contextmanager
 def capture(
     model: nn.Module,
@@ -143,96 +276,15 @@ def capture(
     overrides, hooks) is restored on exit, also after an exception."""
     enc = find_encoder(model)
     attn_mods = attention_modules(enc) if attention else []
-    cap = Capture(
-        num_prefix=int(getattr(enc, "num_prefix_tokens", int(getattr(enc, "cls_token", None) is not None))),
-        patch_size=int(enc.patch_embed.patch_size[0]),
-        depth=len(enc.blocks),
-        static_grid=tuple(int(g) for g in enc.patch_embed.grid_size),
-    )  # type: ignore[arg-type]
-    for m in attn_mods:
-        if "forward" in m.__dict__ and not _known_override(m):
-            raise TypeError(
-                f"{type(m).__name__} in {type(enc).__name__} has its forward replaced by "
-                f"{m.__dict__['forward']!r}; capture cannot see its attention. Restore timm's "
-                f"forward first (e.g. maskdistill.models.flex.use_timm_attention)."
-            )
-
-    def keep(kind: str, i: int, x: torch.Tensor) -> None:
-        x = x.detach() if dtype is None else x.detach().to(dtype)
-        cb = on_attention if kind == "attention" else on_tokens
-        if cb is not None:
-            cb(i, x)
-        else:
-            getattr(cap, kind).append(x)
-
-    seen: Dict[int, bool] = {}
-    handles: List[Any] = []
-    saved: List[Tuple[nn.Module, str, Any]] = []  # (module, attribute, original instance value or _MISSING)
-
-    def start(_m: nn.Module, args: tuple, kwargs: dict) -> None:
-        cap.clear()  # a new forward pass begins: keep one batch at a time
-        if tokens:
-            keep("tokens", 0, args[0] if args else kwargs["x"])
-
-    def block_out(i: int) -> Callable:
-        def hook(_m: nn.Module, _args: tuple, out: Any) -> None:
-            keep("tokens", i + 1, out[0] if isinstance(out, (tuple, list)) else out)
-
-        return hook
-
-    def attn_pre(i: int) -> Callable:
-        def hook(_m: nn.Module, _args: tuple) -> None:
-            seen[i] = False
-
-        return hook
-
-    def softmax_seen(i: int) -> Callable:
-        def hook(_m: nn.Module, args: tuple) -> None:
-            seen[i] = True
-            keep("attention", i, args[0])
-
-        return hook
-
-    def attn_post(i: int, m: nn.Module) -> Callable:
-        def hook(_m: nn.Module, _args: tuple, _out: Any) -> None:
-            if not seen.get(i, False):
-                raise RuntimeError(
-                    f"the attention of block {i} ({type(m).__name__}) ran without its unfused "
-                    f"softmax path, so capture saw no attention; was fused_attn or forward "
-                    f"changed inside the capture?"
-                )
-
-        return hook
-
+    _refuse_foreign_forwards(enc, attn_mods)
+    rec = _Recorder(_empty_capture(enc), dtype, on_attention, on_tokens)
+    changes = _Changes()
     try:
-        handles.append(enc.blocks[0].register_forward_pre_hook(start, with_kwargs=True))
-        if tokens:
-            handles += [blk.register_forward_hook(block_out(i)) for i, blk in enumerate(enc.blocks)]
-        for i, m in enumerate(attn_mods):
-            saved.append((m, "fused_attn", m.__dict__.get("fused_attn", _MISSING)))
-            if "forward" in m.__dict__:
-                saved.append((m, "forward", m.__dict__["forward"]))
-                del m.forward  # back to timm's forward (and its softmax) for the capture
-            m.fused_attn = False
-            handles.append(m.register_forward_pre_hook(attn_pre(i)))
-            handles.append(m.attn_drop.register_forward_pre_hook(softmax_seen(i)))
-            handles.append(m.register_forward_hook(attn_post(i, m)))
-        yield cap
+        _hook_tokens(enc, rec, changes, tokens)
+        _hook_attention(attn_mods, rec, changes)
+        yield rec.cap
     finally:
-        for h in handles:
-            h.remove()
-        for m, attr, value in reversed(saved):
-            if value is _MISSING:
-                m.__dict__.pop(attr, None)
-            else:
-                setattr(m, attr, value)
+        changes.undo()
 
-
-class _Missing:
-    def __repr__(self) -> str:
-        return "<missing>"
-
-
-_MISSING = _Missing()
 
 __all__ = ["Capture", "capture", "find_encoder", "attention_modules", "SUPPORTED"]

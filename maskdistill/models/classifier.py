@@ -24,7 +24,9 @@ from safetensors.torch import load_file
 from timm.models.beit import Beit
 from torch import nn
 
+from maskdistill.errors import UsageError
 from maskdistill.models.loading import check_timm_name, create_timm, load_weights, read_state_dict
+from maskdistill.models.spec import parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +37,18 @@ _OVERRIDDEN = ("num_classes", "img_size", "drop_path_rate", "global_pool")
 
 def _source(spec: str) -> Tuple[str, Optional[Dict[str, torch.Tensor]], Dict[str, Any]]:
     """spec -> (timm arch, state dict or None for hub weights, saved info: kwargs/mean/std/classes)."""
-    if spec.startswith("timm:"):
-        name, _, weights = spec[len("timm:") :].partition("@")
-        check_timm_name(name)
-        return name, (read_state_dict(weights) if weights else None), {"kwargs": {}}
+    parsed = parse_spec(spec).without_options("model.spec of a fine-tune")
+    if parsed.kind == "timm":
+        check_timm_name(parsed.name)
+        return parsed.name, (read_state_dict(parsed.weights) if parsed.weights else None), {"kwargs": {}}
+    if parsed.kind != "run":
+        raise UsageError(
+            f"{spec}: a classifier starts from timm:<name>[@weights] or a maskdistill run; "
+            f"{parsed.kind} specs are teachers only."
+        )
     from maskdistill.runs.checkpoint import find_checkpoint, read_meta
 
-    ck = find_checkpoint(spec)
+    ck = find_checkpoint(parsed.name)
     info = read_meta(ck).get("backbone")
     if not info or not (ck / "backbone.safetensors").is_file():
         raise ValueError(

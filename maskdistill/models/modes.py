@@ -1,5 +1,6 @@
-"""Put a model into the state the curvature probes need (PROBES.md, "Optimisation geometry";
-paper Sec. 4, Fig. 7): eval mode (no dropout / drop path, frozen BatchNorm statistics) and eager
+"""Put a model into the state the curvature probes need (the optimisation geometry of the paper's
+Sec. 4, Fig. 7: Hessian eigenvalues, trace, density and loss landscapes, all measured on the model
+as it predicts): eval mode (no dropout / drop path, frozen BatchNorm statistics) and eager
 attention, because fused/flash attention kernels have no double backward (PyHessian breaks on such
 models). Everything is restored in ``finally``, also when the probe raises.
 

@@ -9,7 +9,7 @@ and the same probes work on it.
 
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
@@ -63,19 +63,26 @@ def openclip_to_timm(model: nn.Module, arch: str, img_size: int) -> Tuple[Vision
     return timm_model, model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
 
 
-def load_openclip_tower(spec: str, img_size: int, pretrained: bool = True) -> Tuple[nn.Module, Tuple, Tuple]:
-    """``<arch>/<tag>`` -> (timm CLIP ViT in eval mode, mean, std): the image tower of an OpenCLIP
-    model with its own input normalisation, ready to wrap as a teacher."""
+def load_openclip_tower(
+    arch: str, tag: Optional[str], img_size: int, pretrained: bool = True
+) -> Tuple[nn.Module, Tuple, Tuple]:
+    """(``<arch>``, ``<tag>``) of ``open_clip:<arch>/<tag>`` -> (timm CLIP ViT in eval mode, mean, std): the
+    image tower of an OpenCLIP model with its own input normalisation, ready to wrap as a teacher.
+    ``tag`` is an OpenCLIP pretrained tag or a local checkpoint file; without one (or with
+    ``pretrained=False``) the tower has OpenCLIP's random initial weights."""
     open_clip = _require_open_clip()
-    arch, _, tag = spec.partition("/")
+    spec = f"open_clip:{arch}" + (f"/{tag}" if tag else "")
     try:
-        model = open_clip.create_model(arch, pretrained=(tag or None) if pretrained else None)
+        model = open_clip.create_model(arch, pretrained=tag if pretrained else None)
     except Exception as e:
         raise RuntimeError(
-            f"could not build open_clip:{spec} ({type(e).__name__}: {e}). Without network "
+            f"could not build {spec} ({type(e).__name__}: {e}). Without network "
             f"access, pass a local checkpoint file as the tag: open_clip:{arch}//path/to/file.bin"
         ) from None
     timm_model, pre = openclip_to_timm(model, arch, img_size)
     mean = tuple(pre.get("mean", (0.48145466, 0.4578275, 0.40821073)))
     std = tuple(pre.get("std", (0.26862954, 0.26130258, 0.27577711)))
     return timm_model.eval(), mean, std
+
+
+__all__ = ["openclip_to_timm", "load_openclip_tower"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,7 @@ from torch import nn
 
 from maskdistill.config import TeacherConfig
 from maskdistill.models.loading import create_timm
+from maskdistill.models.spec import parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -143,38 +144,33 @@ def build_teacher(
 ) -> nn.Module:
     """Build the teacher named by ``cfg.spec``. ``pretrained=False`` builds the architecture only
     (for dry runs and tests that must not download)."""
-    spec = cfg.spec
-    kw = dict(
-        layer=cfg.layer,
-        final_norm=cfg.final_norm,
-        projection=cfg.projection,
-        prefix_tokens=cfg.prefix_tokens,
-        name=spec,
-    )
-    if spec == "pixels":
+    spec = parse_spec(cfg.spec).without_options("teacher.spec")
+    # TeacherConfig's fields of the same names choose the block and the token options of Teacher.
+    kw: Dict[str, Any] = {k: getattr(cfg, k) for k in ("layer", "final_norm", "projection", "prefix_tokens")}
+    kw["name"] = cfg.spec
+    if spec.kind == "pixels":
         return PixelTeacher(student_patch, in_chans, student_mean, student_std)
-    if spec.startswith("timm:"):
-        name, _, weights = spec[len("timm:") :].partition("@")
+    if spec.kind == "timm":
         extra = {} if cfg.projection else {"num_classes": 0}
         model = create_timm(
-            name, weights=weights or None, pretrained=pretrained and not weights, img_size=img_size, **extra
+            spec.name, weights=spec.weights, pretrained=pretrained and not spec.weights, img_size=img_size, **extra
         )
         patch = int(model.patch_embed.patch_size[0])
         if img_size % patch:
             raise ValueError(
                 f"image size {img_size} is not divisible by the teacher's patch size {patch} "
-                f"({name}); pick data.img_size as a multiple of both patch sizes."
+                f"({spec.name}); pick data.img_size as a multiple of both patch sizes."
             )
         dc = model.pretrained_cfg or {}
         return Teacher(model, dc.get("mean", student_mean), dc.get("std", student_std), **kw)
-    if spec.startswith("open_clip:"):
+    if spec.kind == "open_clip":
         from maskdistill.models.openclip import load_openclip_tower
 
-        tower, mean, std = load_openclip_tower(spec[len("open_clip:") :], img_size, pretrained=pretrained)
+        tower, mean, std = load_openclip_tower(spec.name, spec.weights, img_size, pretrained=pretrained)
         return Teacher(tower, mean, std, **kw)
     from maskdistill.models.backbone import load_backbone  # a maskdistill run or checkpoint directory
 
-    model, meta = load_backbone(spec)
+    model, meta = load_backbone(spec.name)
     return Teacher(model, meta["mean"], meta["std"], **kw)
 
 

@@ -1,8 +1,9 @@
-"""Figures (one function per paper figure) and the self-contained HTML report; reads only saved
-probe results (DESIGN.md), so everything regenerates without a model or a GPU.
+"""Figures (one per paper figure) and the self-contained HTML report (paper Secs. 3-5). report/
+reads only saved results, so figures regenerate without a model or a GPU.
 
-Families register figures with :func:`figure` (and sections with :func:`section`) in a module
-``maskdistill/report/<family>_plots.py``; :func:`build_report` finds them by that name."""
+Figure families register figures with :func:`figure` (and sections with :func:`section`) in a
+module of ``maskdistill/report/plots/`` named in ``registry.PLOT_MODULES``; :func:`build_report`
+imports them when it draws."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def build_report(
     sharpness: Optional[Mapping[str, str | Path]] = None,
 ) -> Path:
     """``maskdistill report DIR``: figures + ``DIR/report.html`` (see ``report/build.py``);
-    ``sharpness``: ``{name: fine-tuning run}`` added to Fig. 7c/f (``report/sharpness.py``)."""
+    ``pairs``: teacher/student pairs whose claims are stated; ``sharpness``: ``{name: fine-tuning
+    run}`` added to Fig. 7c/f (``report/plots/sharpness.py``)."""
     from maskdistill.report.build import build_report as _build  # matplotlib is imported only when a report is built
 
     return _build(out, pairs, sharpness)

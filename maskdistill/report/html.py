@@ -1,7 +1,7 @@
-"""``report.html``: one self-contained page (DESIGN.md "Outputs a user gets"; issue 4 "Figures and
-report") with every figure embedded as a base64 data URI, a table of per-layer numbers per model,
-the claims table for teacher/student pairs, and every other saved result as a table. No external
-file, script, font or stylesheet is referenced, so the page can be mailed or archived alone."""
+"""``report.html``: one self-contained page of the paper's measurements (Secs. 3-5) with every
+figure embedded as a base64 data URI, a table of per-layer numbers per model, the claims table for
+teacher/student pairs, and every other saved result as a table. No external file, script, font or
+stylesheet is referenced, so the page can be mailed or archived alone."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""How probe families plug into ``maskdistill report`` (DESIGN.md: "Plotting lives in report/ and
-reads saved results"): a family registers, per probe, the figures that draw its saved results and,
-optionally, a per-layer table; figures are grouped into report sections.
+"""How probe families plug into ``maskdistill report`` (the figures of paper Secs. 3-5). Plotting
+lives in report/ and reads only saved results: a family registers, per probe, the figures that draw
+its saved results and, optionally, a per-layer table; figures are grouped into report sections.
 
     @section("attention", "Attention (Sec. 3)", order=10)
     @figure("attention_distance", section="attention", title="Fig. 3a ...")
@@ -8,9 +8,10 @@ optionally, a per-layer table; figures are grouped into report sections.
 
 A figure function receives every model's result of its probe (model name -> ProbeResult, in report
 order) and a fixed colour per model, writes PNG + PDF under ``figdir`` and returns their paths (an
-empty list when there is nothing to draw). Plot modules are found by name: every module
-``maskdistill/report/plots/`` module listed in :data:`PLOT_MODULES` is imported by :func:`load_plot_modules`, so a new family adds a
-file and nothing else. Probes without a registered figure still appear in the report as tables.
+empty list when there is nothing to draw). Plot modules are found by name: every module of
+``maskdistill/report/plots/`` listed in :data:`PLOT_MODULES` is imported by
+:func:`load_plot_modules`, so a new family adds its file and its name there. Probes without a
+registered figure still appear in the report as tables.
 """
 
 from __future__ import annotations

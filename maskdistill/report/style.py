@@ -1,4 +1,4 @@
-"""Shared look of the report's figures (paper Figs. 2-6, 10): one fixed colour per model across
+"""Shared look of the report's figures (paper Figs. 2-7, 10-12): one fixed colour per model across
 all figures, a depth colour ramp (darker = lower layer, lighter = deeper, as the paper's Figs. 4/5),
 and saving every figure as PNG + PDF. Matplotlib runs headless (Agg)."""
 
@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
 DEPTH_CMAP = "viridis"  # dark (low layers) -> light (deep layers)
+DPI = 130
 
 
 def model_colors(models: Sequence[str]) -> Dict[str, str]:
@@ -28,18 +29,21 @@ def depth_colors(n: int) -> np.ndarray:
 
 
 def safe_name(text: str) -> str:
+    """``text`` as a file name: anything but letters, digits and ``-_.`` becomes ``_``."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
-def save(fig: "plt.Figure", figdir: Path, name: str) -> List[Path]:
-    """Write ``figdir/name.png`` and ``.pdf``; returns both paths, PNG first."""
-    figdir.mkdir(parents=True, exist_ok=True)
-    paths = [figdir / f"{safe_name(name)}.png", figdir / f"{safe_name(name)}.pdf"]
+def save_figure(fig: "plt.Figure", out_prefix: str | Path, dpi: int = DPI) -> List[Path]:
+    """Write ``<out_prefix>.png`` and ``<out_prefix>.pdf`` (creating the folder) and close ``fig``;
+    returns both paths, PNG first. The suffixes are appended, so a dot in the prefix is kept."""
+    out = Path(out_prefix)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out.with_name(out.name + ".png"), out.with_name(out.name + ".pdf")]
     fig.tight_layout()
     for p in paths:
-        fig.savefig(p, dpi=130)
-    plt.close(fig)
+        fig.savefig(p, dpi=dpi)
+    plt.close(fig)  # figures are drawn in a loop over probes: keep matplotlib's memory flat
     return paths
 
 
-__all__ = ["PALETTE", "DEPTH_CMAP", "model_colors", "depth_colors", "safe_name", "save", "plt"]
+__all__ = ["PALETTE", "DEPTH_CMAP", "DPI", "model_colors", "depth_colors", "safe_name", "save_figure", "plt"]

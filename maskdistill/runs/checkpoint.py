@@ -8,6 +8,7 @@ Layout of ``<run>/checkpoints/step_00001000/``:
   optimizer.safetensors  optimizer state tensors and RNG states
   meta.json              config, step, optimizer param groups, backbone arch/kwargs/mean/std
 """
+
 from __future__ import annotations
 
 import json
@@ -47,13 +48,18 @@ def _unflatten_optimizer(tensors: Dict[str, torch.Tensor], meta: Dict[str, Any])
 
 
 def trainable_state(model: nn.Module) -> Dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-            if not k.startswith("teacher.")}
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith("teacher.")}
 
 
-def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    meta: Dict[str, Any], backbone: Optional[Tuple[nn.Module, Dict[str, Any]]] = None,
-                    keep_last: int = 2) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    meta: Dict[str, Any],
+    backbone: Optional[Tuple[nn.Module, Dict[str, Any]]] = None,
+    keep_last: int = 2,
+) -> Path:
     ckdir = Path(run_dir) / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
     final = ckdir / f"step_{step:08d}"
@@ -69,8 +75,11 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
     meta = dict(meta, step=step, optimizer=opt_meta)
     if backbone is not None:
         module, info = backbone
-        save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
-                  str(tmp / "backbone.safetensors"), metadata={"arch": str(info.get("arch", ""))})
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
+            str(tmp / "backbone.safetensors"),
+            metadata={"arch": str(info.get("arch", ""))},
+        )
         meta["backbone"] = info
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
     if final.exists():  # re-saving the same step (e.g. final == periodic): replace it whole
@@ -108,8 +117,10 @@ def find_checkpoint(path: str | Path) -> Path:
         if (ck / "meta.json").is_file():
             return ck
     if not p.exists():
-        raise FileNotFoundError(f"{str(p)!r} does not exist; give a maskdistill run directory, a checkpoint "
-                                f"directory, timm:<name>[@weights], open_clip:<arch>/<tag> or pixels.")
+        raise FileNotFoundError(
+            f"{str(p)!r} does not exist; give a maskdistill run directory, a checkpoint "
+            f"directory, timm:<name>[@weights], open_clip:<arch>/<tag> or pixels."
+        )
     raise FileNotFoundError(f"{p} holds no maskdistill checkpoint (no meta.json, no checkpoints/{LATEST}).")
 
 
@@ -126,8 +137,9 @@ def read_meta(ck: Path) -> Dict[str, Any]:
     return json.loads((Path(ck) / "meta.json").read_text())
 
 
-def load_checkpoint(ck: Path, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
-                    restore_rng: bool = True) -> Dict[str, Any]:
+def load_checkpoint(
+    ck: Path, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, restore_rng: bool = True
+) -> Dict[str, Any]:
     """Restore model (teacher keys excluded), optimizer and RNG state; returns meta."""
     ck = Path(ck)
     meta = read_meta(ck)
@@ -135,8 +147,10 @@ def load_checkpoint(ck: Path, model: nn.Module, optimizer: Optional[torch.optim.
     own = trainable_state(model)
     missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
     if missing or unexpected:
-        raise ValueError(f"checkpoint {ck} does not fit this model: missing {missing[:8]}, unexpected "
-                         f"{unexpected[:8]}. Was it saved with another architecture or config?")
+        raise ValueError(
+            f"checkpoint {ck} does not fit this model: missing {missing[:8]}, unexpected "
+            f"{unexpected[:8]}. Was it saved with another architecture or config?"
+        )
     model.load_state_dict(sd, strict=False)
     if optimizer is not None:
         tensors = load_file(str(ck / "optimizer.safetensors"))

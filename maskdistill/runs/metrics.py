@@ -1,6 +1,7 @@
 """Training metrics to CSV (one row per optimizer step, every process-averaged value) and
 TensorBoard, written by the main process only. On resume, rows after the checkpoint's step are
 dropped first, so the CSV of a resumed run reads like that of an uninterrupted one."""
+
 from __future__ import annotations
 
 import csv
@@ -17,8 +18,15 @@ def read_metrics(path: str | Path) -> List[Dict[str, float]]:
 
 
 class MetricsWriter:
-    def __init__(self, run_dir: Path, enabled: bool = True, resume_step: Optional[int] = None,
-                 tensorboard: bool = True, name: str = "metrics", tb_prefix: str = "train") -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        enabled: bool = True,
+        resume_step: Optional[int] = None,
+        tensorboard: bool = True,
+        name: str = "metrics",
+        tb_prefix: str = "train",
+    ) -> None:
         self.enabled = enabled
         self.path = Path(run_dir) / f"{name}.csv"
         self.tb_prefix = tb_prefix
@@ -38,8 +46,10 @@ class MetricsWriter:
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(str(Path(run_dir) / "tb" / ("" if name == "metrics" else name)),
-                                        purge_step=resume_step)
+
+                self.tb = SummaryWriter(
+                    str(Path(run_dir) / "tb" / ("" if name == "metrics" else name)), purge_step=resume_step
+                )
             except ImportError:  # tensorboard is a dependency, but keep the run going without it
                 log.warning("tensorboard is not installed; metrics go to metrics.csv only")
 

@@ -1,5 +1,5 @@
 """A small callback interface on the training loop, so that probes can measure a model while it
-trains (the Hessian issue tracks sharpness and trace during fine-tuning, paper Fig. 7c/7f).
+trains (sharpness and the Hessian trace during fine-tuning, paper Fig. 7c/7f).
 
 A callback sees a ``LoopState``: the task module (unwrapped from DDP/compile), the step, a fixed
 batch that is the same at every call and across resumes, and ``log`` to write its own metrics

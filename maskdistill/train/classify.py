@@ -13,17 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maskdistill import __version__
-from maskdistill.config import DataConfig, OptimConfig, TrainConfig, to_dict
-from maskdistill.data.pipeline import SeededSamples
-from maskdistill.data.sources import base_dataset
-from maskdistill.data.transforms import pretrain_transform, to_unit
-from maskdistill.models.device import resolve_device
+from maskdistill.config import JobConfig
+from maskdistill.data.transforms import to_unit
 from maskdistill.models.loading import check_timm_name
-from maskdistill.runs.folder import prepare_run_dir
-from maskdistill.train.distributed import Dist, init_distributed
-from maskdistill.train.loop import Job, run
-from maskdistill.train.pretrain import write_run_dir
+from maskdistill.train.distributed import Dist
+from maskdistill.train.session import Session
 
 
 @dataclass
@@ -37,11 +31,10 @@ class ClassifierModelConfig:
 
 
 @dataclass
-class ClassifyConfig:
-    data: DataConfig = field(default_factory=DataConfig)
+class ClassifyConfig(JobConfig):
+    """The sections of every job, the classifier and its label smoothing."""
+
     model: ClassifierModelConfig = field(default_factory=ClassifierModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
     label_smoothing: float = 0.1
 
 
@@ -80,43 +73,20 @@ def build_classifier(cfg: ClassifyConfig, num_classes: int) -> Classifier:
 def train_classifier(
     cfg: ClassifyConfig, out: str | Path, resume: bool = False, overwrite: bool = False, dist: Optional[Dist] = None
 ) -> Dict[str, float]:
-    out = Path(out)
-    device = resolve_device(cfg.train.device, "train.device")
-    dist = dist or init_distributed(device)
-    cfg_dict = to_dict(cfg)
-    if dist.main:  # refuse early, write nothing yet
-        prepare_run_dir(out, cfg_dict, resume, overwrite, check_only=True)
-    d = cfg.data
-    base = base_dataset(d.path, d)
-    classes = getattr(base, "classes", [])
-    num_classes = cfg.model.num_classes or len(classes)
-    if num_classes <= 0:
-        raise ValueError(f"{d.path} has no class sub-folders; classification needs labelled images.")
-    torch.manual_seed(cfg.train.seed)
+    """Train a classifier on the labelled images of ``cfg.data`` into ``out``; returns the loop's
+    summary. The checkpoints export the timm network with its class names."""
+    session = Session.open(cfg, out, resume, overwrite, dist)
+    classes, num_classes = session.classes(cfg.model.num_classes, "classification")
     task = build_classifier(cfg, num_classes)
-    dataset = SeededSamples(
-        base, pretrain_transform(d.img_size, d.min_scale, d.color_jitter, d.hflip), None, cfg.train.seed
-    )
-    write_run_dir(out, cfg, resume, overwrite, dist)
-    kwargs = dict(cfg.model.kwargs, num_classes=num_classes, img_size=d.img_size)
+    dataset = session.samples()
+    session.start()
     info = {
         "arch": cfg.model.arch,
-        "kwargs": kwargs,
+        "kwargs": dict(cfg.model.kwargs, num_classes=num_classes, img_size=cfg.data.img_size),
         "mean": list(cfg.model.mean),
         "std": list(cfg.model.std),
-        "img_size": d.img_size,
-        "classes": list(classes),
+        "img_size": cfg.data.img_size,
+        "classes": classes,
     }
-    job = Job(
-        task=task,
-        batch_keys=("image", "label"),
-        dataset=dataset,
-        optim=cfg.optim,
-        train=cfg.train,
-        run_dir=out,
-        backbone=lambda: (task.model, info),
-        meta={"kind": "classify", "version": __version__, "config": cfg_dict},
-        num_workers=d.num_workers,
-        max_corrupt_share=d.max_corrupt_share,
-    )
-    return run(job, device, dist, resume=resume)
+    job = session.job(task, ("image", "label"), dataset, session.meta("classify"), backbone=lambda: (task.model, info))
+    return session.run(job)

@@ -4,42 +4,30 @@ same loop as pre-training (one loop: AMP, schedules, DDP, checkpoints with exact
 
 Augmentation comes from timm (``create_transform``: RandomResizedCrop, RandAugment, random
 erasing; ``Mixup`` for mixup/cutmix), EMA from timm (``ModelEmaV3``); layer decay and freezing are
-ours (``layer_decay.py`` says why)."""
+ours (``layer_decay.py`` says why). The transforms, the validation set and the evaluation hooks are
+in ``finetune_eval.py``."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
-from timm.data import Mixup, create_transform, resolve_data_config
+from timm.data import Mixup
 from timm.utils import ModelEmaV3
 from torch import nn
-from torch.utils.data import Dataset
 
-from maskdistill import __version__
-from maskdistill.config import to_dict
-from maskdistill.data.folder import ImageFolder
-from maskdistill.data.pipeline import SeededSamples
-from maskdistill.data.sources import base_dataset
-from maskdistill.data.synthetic import ShapesTextures
-from maskdistill.eval.classification import topk_accuracy
 from maskdistill.models.classifier import build_classifier_model
-from maskdistill.models.device import resolve_device
-from maskdistill.runs.folder import prepare_run_dir
 from maskdistill.train.callbacks import Callback
-from maskdistill.train.distributed import Dist, init_distributed
+from maskdistill.train.distributed import Dist
 from maskdistill.train.finetune_config import FinetuneConfig, validate_finetune
+from maskdistill.train.finetune_eval import eval_dataset, eval_hooks, transforms
+from maskdistill.train.job import plan_steps
 from maskdistill.train.layer_decay import freeze, layer_decay_groups
-from maskdistill.train.loop import Job, plan_steps, run
-from maskdistill.train.pretrain import write_run_dir
+from maskdistill.train.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -97,92 +85,6 @@ class FinetuneTask(nn.Module):
         return {"loss": F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)}
 
 
-def check_same_classes(train: Sequence[str], val: Sequence[str], train_path: str, val_path: str) -> None:
-    if list(train) != list(val):
-        only_t, only_v = sorted(set(train) - set(val)), sorted(set(val) - set(train))
-        detail = (
-            f"only in train: {only_t[:10]}; only in val: {only_v[:10]}"
-            if only_t or only_v
-            else "same names in another order"
-        )
-        raise ValueError(
-            f"train ({train_path}) and validation ({val_path}) folders have different class "
-            f"lists ({detail}). Labels would not match; make the class sub-folders the same."
-        )
-
-
-def eval_dataset(cfg: FinetuneConfig, transform: Any, classes: Sequence[str]) -> Optional[Dataset]:
-    d = cfg.data
-    if d.val_path:
-        val = ImageFolder(d.val_path, transform=transform)
-        check_same_classes(classes, val.classes, d.path, d.val_path)
-        return val
-    if d.path == "builtin":
-        return ShapesTextures(
-            d.builtin_val_images,
-            d.builtin_image_size,
-            d.builtin_seed,
-            "val",
-            label=d.builtin_label,
-            transform=transform,
-        )
-    log.warning("no data.val_path: fine-tuning without evaluation (no top-1, no best checkpoint).")
-    return None
-
-
-def transforms(cfg: FinetuneConfig, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> Tuple[Any, Any]:
-    d = cfg.data
-    train_tf = create_transform(
-        d.img_size,
-        is_training=True,
-        scale=(d.min_scale, 1.0),
-        hflip=d.hflip,
-        color_jitter=d.color_jitter,
-        auto_augment=d.auto_augment or None,
-        interpolation=d.interpolation,
-        mean=tuple(mean),
-        std=tuple(std),
-        re_prob=d.reprob,
-        re_mode=d.remode,
-        re_count=d.recount,
-    )
-    crop = d.crop_pct or resolve_data_config({}, model=model).get("crop_pct") or 1.0
-    eval_tf = create_transform(
-        d.img_size, is_training=False, interpolation=d.interpolation, crop_pct=crop, mean=tuple(mean), std=tuple(std)
-    )
-    return train_tf, eval_tf
-
-
-class _BestCheckpoint:
-    """Keeps ``<run>/best/`` (backbone + meta) for the best evaluation so far; survives resume."""
-
-    def __init__(self, run_dir: Path, metric: str, task: FinetuneTask, info: Dict[str, Any], meta: Dict[str, Any]):
-        self.dir, self.metric, self.task, self.info, self.meta = Path(run_dir) / "best", metric, task, info, meta
-        prev = self.dir / "meta.json"
-        self.best = json.loads(prev.read_text())["metrics"][metric] if prev.is_file() else -float("inf")
-
-    def __call__(self, step: int, metrics: Dict[str, float]) -> None:
-        if metrics[self.metric] <= self.best:
-            return
-        self.best = metrics[self.metric]
-        module = self.task.ema.module if self.metric.startswith("ema_") else self.task.model
-        tmp = self.dir.with_name(".tmp_best")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
-            str(tmp / "backbone.safetensors"),
-        )
-        (tmp / "meta.json").write_text(
-            json.dumps(dict(self.meta, step=step, metrics=metrics, backbone=self.info), indent=1, default=str)
-        )
-        old = self.dir.with_name(".old_best")
-        if self.dir.exists():
-            os.replace(self.dir, old)
-        os.replace(tmp, self.dir)
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def build_task(
     cfg: FinetuneConfig, num_classes: int, classes: Sequence[str] = ()
 ) -> Tuple[FinetuneTask, Dict[str, Any], List[str]]:
@@ -214,6 +116,12 @@ def build_task(
     return FinetuneTask(model, a.label_smoothing, mixup, o.linear_probe, ema), info, frozen
 
 
+def _ema_update(task: FinetuneTask) -> Optional[Callable[[int], None]]:
+    if task.ema is None:
+        return None
+    return lambda step: task.ema.update(task.model, step)
+
+
 def finetune(
     cfg: FinetuneConfig,
     out: str | Path,
@@ -225,19 +133,8 @@ def finetune(
     """Fine-tune ``cfg.model.spec`` on ``cfg.data``; writes a run directory (config, checkpoints with
     an exported backbone, ``best/``, metrics.csv, metrics_eval.csv, TensorBoard)."""
     validate_finetune(cfg)
-    out = Path(out)
-    device = resolve_device(cfg.train.device, "train.device")
-    dist = dist or init_distributed(device)
-    cfg_dict = to_dict(cfg)
-    if dist.main:
-        prepare_run_dir(out, cfg_dict, resume, overwrite, check_only=True)
-    d = cfg.data
-    base = base_dataset(d.path, d)
-    classes = list(getattr(base, "classes", []))
-    num_classes = cfg.model.num_classes or len(classes)
-    if num_classes <= 0:
-        raise ValueError(f"{d.path} has no class sub-folders; fine-tuning needs labelled images.")
-    torch.manual_seed(cfg.train.seed)
+    session = Session.open(cfg, out, resume, overwrite, dist)
+    classes, num_classes = session.classes(cfg.model.num_classes, "fine-tuning")
     task, info, frozen = build_task(cfg, num_classes, classes)
     info.update({k: list(v) for k, v in (("mean", cfg.model.mean), ("std", cfg.model.std)) if v})
     info["classes"] = classes
@@ -251,58 +148,28 @@ def finetune(
     )
     train_tf, eval_tf = transforms(cfg, task.model, info["mean"], info["std"])
     val = eval_dataset(cfg, eval_tf, classes)
-    write_run_dir(out, cfg, resume, overwrite, dist)
-    spe = plan_steps(len(base), cfg.train, cfg.optim)[0]
-    meta = {"kind": "finetune", "version": __version__, "config": cfg_dict}
-    evaluate = on_eval = fixed = None
-    cbs: List[Callback] = list(callbacks)
-    if val is not None:
-
-        def evaluate(t: nn.Module) -> Dict[str, float]:
-            r = topk_accuracy(t.logits, val, device, cfg.eval.batch_size, d.num_workers)
-            if t.ema is not None:
-                r.update(topk_accuracy(t.ema.module, val, device, cfg.eval.batch_size, d.num_workers, "ema_"))
-            return r
-
-        on_eval = _BestCheckpoint(out, cfg.eval.best_metric, task, info, meta)
-
-        def fixed() -> Dict[str, torch.Tensor]:
-            items = [val[i] for i in range(min(cfg.eval.fixed_batch, len(val)))]
-            return {"image": torch.stack([x for x, _ in items]), "label": torch.tensor([y for _, y in items])}
-
-        if cfg.eval.sharpness_every:
-            from maskdistill.train.sharpness import SharpnessCallback
-
-            cbs.append(SharpnessCallback(every=cfg.eval.sharpness_every))
-    after_step = None
-    if task.ema is not None:
-
-        def after_step(step: int) -> None:
-            task.ema.update(task.model, step)
-
-    job = Job(
-        task=task,
-        batch_keys=("image", "label"),
-        dataset=SeededSamples(base, train_tf, None, cfg.train.seed),
-        optim=cfg.optim,
-        train=cfg.train,
-        run_dir=out,
+    session.start()
+    meta = session.meta("finetune")
+    hooks = eval_hooks(cfg, val, task, session.device, session.out, info, meta)
+    spe = plan_steps(len(session.base), cfg.train, cfg.optim)[0]
+    job = session.job(
+        task,
+        ("image", "label"),
+        session.samples(transform=train_tf),
+        meta,
         backbone=lambda: (task.model, info),
-        meta=meta,
-        num_workers=d.num_workers,
-        max_corrupt_share=d.max_corrupt_share,
-        callbacks=cbs,
-        fixed_batch=fixed,
-        evaluate=evaluate,
+        callbacks=[*callbacks, *hooks.callbacks],
+        fixed_batch=hooks.fixed_batch,
+        evaluate=hooks.evaluate,
         eval_every=max(1, round(cfg.eval.every_epochs * spe)),
-        on_eval=on_eval,
+        on_eval=hooks.best,
         param_groups=lambda: layer_decay_groups(task, cfg.optim.weight_decay, cfg.optim.layer_decay, prefix="model."),
-        after_step=after_step,
+        after_step=_ema_update(task),
     )
-    summary = run(job, device, dist, resume=resume)
-    if on_eval is not None:
-        summary["best_" + cfg.eval.best_metric] = on_eval.best
+    summary = session.run(job)
+    if hooks.best is not None:
+        summary["best_" + cfg.eval.best_metric] = hooks.best.best
     return summary
 
 
-__all__ = ["FinetuneTask", "finetune", "build_task", "check_same_classes"]
+__all__ = ["FinetuneTask", "finetune", "build_task"]

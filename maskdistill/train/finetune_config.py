@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from maskdistill.config import ConfigError, DataConfig, OptimConfig, TrainConfig
+from maskdistill.config import ConfigError, DataConfig, JobConfig, OptimConfig, TrainConfig
 
 
 @dataclass
@@ -78,14 +78,17 @@ class EvalConfig:
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(JobConfig):
+    """The sections of every job with fine-tuning's defaults, the model to fine-tune, the
+    augmentation, the EMA and the evaluation."""
+
     data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
-    model: FinetuneModelConfig = field(default_factory=FinetuneModelConfig)
     optim: FinetuneOptimConfig = field(default_factory=FinetuneOptimConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=50, batch_size=1024))
+    model: FinetuneModelConfig = field(default_factory=FinetuneModelConfig)
     aug: AugConfig = field(default_factory=AugConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=50, batch_size=1024))
 
 
 _CHOICES = {

@@ -1,32 +1,32 @@
-"""One training loop for every job (pre-training, the demo's supervised teacher, fine-tuning later):
-the task module returns ``{"loss": ...}`` and the loop does the rest -- AdamW, per-step cosine
-schedule, gradient accumulation and clipping, bf16 autocast on CUDA, optional torch.compile, DDP,
-checkpoints with exact resume, metrics and a progress bar (MAE's model/engine split)."""
+"""One training loop for every job (masked-distillation pre-training, paper Sec. 2; the demo's
+supervised teacher; fine-tuning, Sec. 4; the VQ-KD tokenizer, Sec. 5): the task module returns
+``{"loss": ...}`` and the loop does the rest -- AdamW, per-step cosine schedule (Table 1), gradient
+accumulation and clipping, bf16 autocast on CUDA, optional torch.compile, DDP, checkpoints with exact
+resume, evaluation, callbacks, metrics and a progress bar (MAE's model/engine split).
+
+``run`` is a sequence of named steps: open the loop (restore, wrap, batch), then per optimizer step
+train (accumulate, check, clip, step), record, evaluate, log and checkpoint."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import math
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Dict
 
 import torch
-from torch import nn
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from maskdistill.config import OptimConfig, TrainConfig
-from maskdistill.data.pipeline import SeededSamples, StepBatchSampler, sample_seed
+from maskdistill.data.pipeline import sample_seed
 from maskdistill.errors import RunStopped
-from maskdistill.runs.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from maskdistill.runs.metrics import MetricsWriter
-from maskdistill.train.callbacks import Callback, LoopState, due
+from maskdistill.models.modes import eval_mode
+from maskdistill.runs.checkpoint import find_checkpoint, save_checkpoint
+from maskdistill.train.callbacks import due
 from maskdistill.train.distributed import Dist, sum_across
-from maskdistill.train.optim import build_optimizer, cosine_lr, set_lr
+from maskdistill.train.job import Job
+from maskdistill.train.loop_setup import LoopRun, open_loop
+from maskdistill.train.optim import cosine_lr, set_lr
 
 log = logging.getLogger(__name__)
 
@@ -39,32 +39,29 @@ class CorruptDataError(RunStopped):
     """More corrupt images than ``data.max_corrupt_share`` allows."""
 
 
-@dataclass
-class Job:
-    """What the loop needs besides the task module."""
+def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
-    task: nn.Module
-    batch_keys: Tuple[str, ...]  # task(*[batch[k] for k in batch_keys])
-    dataset: SeededSamples
-    optim: OptimConfig
-    train: TrainConfig
-    run_dir: Path
-    meta: Dict[str, Any]  # written into every checkpoint (config, kind, ...)
-    backbone: Optional[Callable[[], Tuple[nn.Module, Dict[str, Any]]]] = None
-    num_workers: int = 0
-    max_corrupt_share: float = 0.01
-    callbacks: Sequence[Callback] = ()
-    # A batch that is the same at every call (for callbacks: sharpness on a fixed batch, Fig. 7c/f).
-    fixed_batch: Optional[Callable[[], Dict[str, torch.Tensor]]] = None
-    # Evaluation every ``eval_every`` steps and at the end: ``evaluate(task) -> {"top1": ...}``, run
-    # in eval mode without gradients; ``on_eval(step, metrics)`` runs before that step's checkpoint.
-    evaluate: Optional[Callable[[nn.Module], Dict[str, float]]] = None
-    eval_every: int = 0
-    on_eval: Optional[Callable[[int, Dict[str, float]], None]] = None
-    # Optimizer parameter groups (e.g. layer-wise lr decay: each group's ``lr_scale`` multiplies the
-    # scheduled lr); None = AdamW with the usual no-decay set over every trainable parameter.
-    param_groups: Optional[Callable[[], list]] = None
-    after_step: Optional[Callable[[int], None]] = None  # after each optimizer step (EMA update)
+
+def _accumulate(lp: LoopRun) -> float:
+    """Forward and backward over ``accum_steps`` micro-batches (DDP syncs gradients on the last one
+    only); returns the loss averaged over micro-batches and processes, and counts skipped images."""
+    tr, dist = lp.job.train, lp.dist
+    loss_sum = torch.zeros((), device=lp.device)
+    for a in range(tr.accum_steps):
+        batch = next(lp.batches)
+        inputs = [batch[k].to(lp.device, non_blocking=True) for k in lp.job.batch_keys]
+        sync = a == tr.accum_steps - 1 or not dist.enabled
+        with contextlib.nullcontext() if sync else lp.model.no_sync(), autocast_for(lp.device, tr.precision):
+            loss = lp.model(*inputs)["loss"]
+            (loss / tr.accum_steps).backward()
+        loss_sum += loss.detach().float()
+        lp.bad += int(batch["bad"].sum())
+    counts = sum_across(torch.tensor([loss_sum.item(), lp.bad], dtype=torch.float64), dist)
+    lp.bad_total = counts[1].item()  # unreadable images skipped so far, all processes
+    lp.seen += tr.batch_size
+    return counts[0].item() / (tr.accum_steps * dist.world)
 
 
 def _stop_non_finite(run_dir: Path, what: str) -> None:
@@ -75,194 +72,153 @@ def _stop_non_finite(run_dir: Path, what: str) -> None:
     )
 
 
-def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+def _check_loss_and_data(lp: LoopRun, step: int, loss_value: float) -> None:
+    """Stop before the optimizer step on a non-finite loss or too many unreadable images."""
+    job = lp.job
+    if not math.isfinite(loss_value):
+        _stop_non_finite(job.run_dir, f"the loss is {loss_value} at step {step + 1}")
+    if lp.bad_total > job.max_corrupt_share * lp.seen:
+        raise CorruptDataError(
+            f"{int(lp.bad_total)} unreadable images among {lp.seen} read "
+            f"(more than data.max_corrupt_share={job.max_corrupt_share}); "
+            f"remove or fix them (the log names each)."
+        )
 
 
-@contextlib.contextmanager
-def _eval_mode(task: nn.Module):
-    """Eval mode for a callback or an evaluation, train mode again afterwards (even on errors)."""
-    task.eval()
-    try:
-        yield
-    finally:
-        task.train()
+def _clip(lp: LoopRun, step: int, loss_value: float) -> float:
+    clip = lp.job.optim.clip_grad
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(lp.params, clip if clip else float("inf")))
+    if not math.isfinite(grad_norm):  # a finite loss with inf/NaN gradients would poison the weights,
+        # and the next checkpoint would not be a good one
+        _stop_non_finite(lp.job.run_dir, f"the gradient norm is {grad_norm} at step {step + 1} (loss {loss_value})")
+    return grad_norm
 
 
-def plan_steps(n: int, train: TrainConfig, optim: OptimConfig) -> Tuple[int, int, int, int]:
-    """(steps per epoch, total schedule steps, warm-up steps, steps to run now)."""
-    spe = n // train.batch_size
-    total = max(1, round(train.epochs * spe))
-    warmup = min(total - 1, round(optim.warmup_epochs * spe))
-    stop = min(total, train.max_steps) if train.max_steps else total
-    return spe, total, warmup, stop
+def _train_step(lp: LoopRun, step: int) -> Dict[str, float]:
+    """One optimizer step (0-based ``step``): schedule, seeding, accumulation, checks, clipping,
+    AdamW; returns its metrics row."""
+    tr, op = lp.job.train, lp.job.optim
+    _, total, warmup, _ = lp.plan
+    lr = cosine_lr(step, total, warmup, op.lr, op.min_lr)
+    set_lr(lp.optimizer, lr)
+    # The model's own randomness (drop path, dropout) is seeded per (process, step): every process
+    # draws different masks, and a resumed run draws what an uninterrupted one would.
+    torch.manual_seed(sample_seed(tr.seed, lp.dist.rank, step, 0xD20B))
+    tick = time.perf_counter()
+    loss_value = _accumulate(lp)
+    _check_loss_and_data(lp, step, loss_value)
+    grad_norm = _clip(lp, step, loss_value)
+    lp.optimizer.step()
+    lp.optimizer.zero_grad(set_to_none=True)
+    if lp.job.after_step is not None:
+        lp.job.after_step(step + 1)
+    dt = time.perf_counter() - tick
+    return {
+        "step": step + 1,
+        "epoch": (step + 1) / lp.spe,
+        "loss": loss_value,
+        "lr": lr,
+        "grad_norm": grad_norm,
+        "img_per_s": tr.batch_size / dt,
+    }
+
+
+def _record(lp: LoopRun, row: Dict[str, float]) -> None:
+    """Write the step's row, advance the bar and the callbacks' state, and run the callbacks that are
+    due, in eval mode."""
+    lp.last = row
+    lp.metrics.write(row)
+    lp.bar.update(1)
+    lp.bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['img_per_s']:.0f}")
+    done = int(row["step"])
+    lp.state.step, lp.state.epoch, lp.state.metrics = done, done / lp.spe, row
+    for cb in lp.callbacks:
+        if due(cb, done, lp.stop):
+            with eval_mode(lp.task):
+                cb.on_step_end(lp.state)
+
+
+def _eval_due(lp: LoopRun, done: int) -> bool:
+    job = lp.job
+    return job.evaluate is not None and ((job.eval_every and done % job.eval_every == 0) or done == lp.stop)
+
+
+def _evaluate(lp: LoopRun, done: int) -> None:
+    """Evaluate the task (eval mode, no gradients), log and write the result, tell the callbacks
+    and ``on_eval``; the result joins the last row as ``eval_<name>``."""
+    job = lp.job
+    with eval_mode(lp.task), torch.no_grad(), autocast_for(lp.device, job.train.precision):
+        ev = job.evaluate(lp.task)
+    ev = {k: float(v) for k, v in ev.items()}
+    lp.eval_writer.write({"step": done, "epoch": done / lp.spe, **ev})
+    if lp.dist.main:
+        log.info("eval at step %d: %s", done, "  ".join(f"{k} {v:.4f}" for k, v in ev.items()))
+    for cb in lp.callbacks:
+        cb.on_eval_end(lp.state, ev)
+    if job.on_eval is not None and lp.dist.main:
+        job.on_eval(done, ev)
+    lp.last = dict(lp.last, **{f"eval_{k}": v for k, v in ev.items()})
+
+
+def _log_progress(lp: LoopRun, done: int) -> None:
+    """Every ``log_every`` steps, a log line with the eta (when no progress bar is drawn)."""
+    if not (lp.dist.main and done % lp.job.train.log_every == 0 and lp.bar.disable):
+        return
+    eta = (time.perf_counter() - lp.t0) / (done - lp.start) * (lp.stop - done)
+    log.info(
+        "step %d/%d  loss %.4f  lr %.2e  %.0f img/s  eta %.0fs",
+        done,
+        lp.stop,
+        lp.last["loss"],
+        lp.last["lr"],
+        lp.last["img_per_s"],
+        eta,
+    )
+
+
+def _checkpoint(lp: LoopRun, done: int) -> None:
+    """Every ``ckpt_every`` steps and at the last one, on the main process."""
+    job, tr = lp.job, lp.job.train
+    if not (done % tr.ckpt_every == 0 or done == lp.stop) or not lp.dist.main:
+        return
+    lp.ck_dir = save_checkpoint(
+        job.run_dir,
+        done,
+        lp.task,
+        lp.optimizer,
+        dict(job.meta, epoch=done / lp.spe, total_steps=lp.plan[1]),
+        job.backbone() if job.backbone else None,
+        tr.keep_last,
+    )
 
 
 def run(job: Job, device: torch.device, dist: Dist, resume: bool = False) -> Dict[str, float]:
     """Train ``job.task`` on ``device``; returns a summary (last loss, steps, images/s)."""
-    tr, op = job.train, job.optim
-    task = job.task.to(device).train()  # a task handed over in eval mode would train without drop path
-    spe, total, warmup, stop = plan_steps(len(job.dataset), tr, op)
-    optimizer = build_optimizer(task, op, job.param_groups() if job.param_groups else None)
-    start = 0
-    if resume:
-        ck = find_checkpoint(job.run_dir)
-        start = int(load_checkpoint(ck, task, optimizer)["step"])
-        if dist.main:
-            log.info("resumed from %s at step %d", ck, start)
-    model: nn.Module = task
-    if dist.enabled:
-        model = nn.parallel.DistributedDataParallel(task, device_ids=[device.index] if device.type == "cuda" else None)
-    if tr.compile:
-        model = torch.compile(model)
-    sampler = StepBatchSampler(
-        len(job.dataset), tr.batch_size, tr.seed, dist.rank, dist.world, tr.accum_steps, start_step=start
-    )
-    # The loader gets its own generator: creating its iterator would otherwise draw a seed from the
-    # global RNG, after a resume has restored it, and shift every later drop-path draw (exact resume).
-    loader = DataLoader(
-        job.dataset,
-        batch_sampler=sampler,
-        num_workers=job.num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=job.num_workers > 0,
-        generator=torch.Generator().manual_seed(tr.seed),
-    )
-    metrics = MetricsWriter(job.run_dir, enabled=dist.main, resume_step=start if resume else None)
-    params = [p for p in task.parameters() if p.requires_grad]
-    bar = tqdm(
-        total=stop, initial=start, disable=not dist.main or not sys.stderr.isatty(), unit="step", dynamic_ncols=True
-    )
-    state = LoopState(
-        task,
-        start,
-        start / max(spe, 1),
-        Path(job.run_dir),
-        device,
-        _fixed_batch=job.fixed_batch,
-        _resume_step=start if resume else None,
-    )
-    callbacks = list(job.callbacks) if dist.main else []
-    eval_writer = MetricsWriter(
-        job.run_dir,
-        enabled=dist.main and job.evaluate is not None,
-        resume_step=start if resume else None,
-        name="metrics_eval",
-        tb_prefix="eval",
-    )
-    for cb in callbacks:
-        cb.on_train_start(state)
-    it = iter(loader)
-    seen = bad = 0
-    bad_total = 0.0
-    last: Dict[str, float] = {}
-    t0 = time.perf_counter()
-    ck_dir: Optional[Path] = None
+    lp = open_loop(job, device, dist, resume)
     try:
-        for step in range(start, stop):
-            lr = cosine_lr(step, total, warmup, op.lr, op.min_lr)
-            set_lr(optimizer, lr)
-            # The model's own randomness (drop path, dropout) is seeded per (process, step): every
-            # process draws different masks, and a resumed run draws what an uninterrupted one would.
-            torch.manual_seed(sample_seed(tr.seed, dist.rank, step, 0xD20B))
-            tick = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            for a in range(tr.accum_steps):
-                batch = next(it)
-                inputs = [batch[k].to(device, non_blocking=True) for k in job.batch_keys]
-                sync = a == tr.accum_steps - 1 or not dist.enabled
-                with contextlib.nullcontext() if sync else model.no_sync(), autocast_for(device, tr.precision):
-                    loss = model(*inputs)["loss"]
-                    (loss / tr.accum_steps).backward()
-                loss_sum += loss.detach().float()
-                bad += int(batch["bad"].sum())
-            counts = sum_across(torch.tensor([loss_sum.item(), bad], dtype=torch.float64), dist)
-            bad_total = counts[1].item()  # unreadable images skipped so far, all processes
-            loss_value = counts[0].item() / (tr.accum_steps * dist.world)
-            seen += tr.batch_size
-            if not math.isfinite(loss_value):
-                _stop_non_finite(job.run_dir, f"the loss is {loss_value} at step {step + 1}")
-            if counts[1].item() > job.max_corrupt_share * seen:
-                raise CorruptDataError(
-                    f"{int(counts[1].item())} unreadable images among {seen} read "
-                    f"(more than data.max_corrupt_share={job.max_corrupt_share}); "
-                    f"remove or fix them (the log names each)."
-                )
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, op.clip_grad if op.clip_grad else float("inf"))
-            if not math.isfinite(float(grad_norm)):  # a finite loss with inf/NaN gradients would
-                # poison the weights, and the next checkpoint would not be a good one
-                _stop_non_finite(
-                    job.run_dir, f"the gradient norm is {float(grad_norm)} at step {step + 1} (loss {loss_value})"
-                )
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if job.after_step is not None:
-                job.after_step(step + 1)
-            dt = time.perf_counter() - tick
-            last = {
-                "step": step + 1,
-                "epoch": (step + 1) / spe,
-                "loss": loss_value,
-                "lr": lr,
-                "grad_norm": float(grad_norm),
-                "img_per_s": tr.batch_size / dt,
-            }
-            metrics.write(last)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{last['img_per_s']:.0f}")
-            state.step, state.epoch, state.metrics = step + 1, (step + 1) / spe, last
-            for cb in callbacks:
-                if due(cb, step + 1, stop):
-                    with _eval_mode(task):
-                        cb.on_step_end(state)
-            if job.evaluate is not None and ((job.eval_every and (step + 1) % job.eval_every == 0) or step + 1 == stop):
-                with _eval_mode(task), torch.no_grad(), autocast_for(device, tr.precision):
-                    ev = job.evaluate(task)
-                ev = {k: float(v) for k, v in ev.items()}
-                eval_writer.write({"step": step + 1, "epoch": (step + 1) / spe, **ev})
-                if dist.main:
-                    log.info("eval at step %d: %s", step + 1, "  ".join(f"{k} {v:.4f}" for k, v in ev.items()))
-                for cb in callbacks:
-                    cb.on_eval_end(state, ev)
-                if job.on_eval is not None and dist.main:
-                    job.on_eval(step + 1, ev)
-                last = dict(last, **{f"eval_{k}": v for k, v in ev.items()})
-            if dist.main and (step + 1) % tr.log_every == 0 and bar.disable:
-                eta = (time.perf_counter() - t0) / (step + 1 - start) * (stop - step - 1)
-                log.info(
-                    "step %d/%d  loss %.4f  lr %.2e  %.0f img/s  eta %.0fs",
-                    step + 1,
-                    stop,
-                    loss_value,
-                    lr,
-                    last["img_per_s"],
-                    eta,
-                )
-            if (step + 1) % tr.ckpt_every == 0 or step + 1 == stop:
-                if dist.main:
-                    ck_dir = save_checkpoint(
-                        job.run_dir,
-                        step + 1,
-                        task,
-                        optimizer,
-                        dict(job.meta, epoch=(step + 1) / spe, total_steps=total),
-                        job.backbone() if job.backbone else None,
-                        tr.keep_last,
-                    )
-        for cb in callbacks:
-            cb.on_train_end(state)
+        for cb in lp.callbacks:
+            cb.on_train_start(lp.state)
+        lp.batches = iter(lp.loader)
+        lp.t0 = time.perf_counter()
+        for step in range(lp.start, lp.stop):
+            _record(lp, _train_step(lp, step))
+            if _eval_due(lp, step + 1):
+                _evaluate(lp, step + 1)
+            _log_progress(lp, step + 1)
+            _checkpoint(lp, step + 1)
+        for cb in lp.callbacks:
+            cb.on_train_end(lp.state)
     finally:
-        bar.close()
-        metrics.close()
-        eval_writer.close()
-        state.close()
-    elapsed = time.perf_counter() - t0
+        lp.close()
+    elapsed = time.perf_counter() - lp.t0
     return dict(
-        last,
-        steps_run=stop - start,
+        lp.last,
+        steps_run=lp.stop - lp.start,
         seconds=elapsed,
-        skipped_images=int(bad_total),
-        checkpoint=str(ck_dir) if ck_dir else "",
-        img_per_s_mean=(stop - start) * tr.batch_size / max(elapsed, 1e-9),
+        skipped_images=int(lp.bad_total),
+        checkpoint=str(lp.ck_dir) if lp.ck_dir else "",
+        img_per_s_mean=(lp.stop - lp.start) * job.train.batch_size / max(elapsed, 1e-9),
     )
+
+
+__all__ = ["run", "autocast_for", "NonFiniteLossError", "CorruptDataError"]

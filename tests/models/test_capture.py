@@ -1,9 +1,10 @@
-"""Capture invariants (issue 4, acceptance 2; DESIGN.md "attention maps through one capture
-module"): outputs unchanged, attention rows sum to 1, attention equals softmax(q k^T / sqrt(d) + bias)
-recomputed from the block's own weights on the captured tokens, depth + 1 token points ending with
-``forward_intermediates``'s last (pre-norm) intermediate, and nothing left behind -- after a normal
-run and after an exception -- for timm ViT, BEiT (relative position bias), DINOv2 with registers,
-a CLIP tower, EVA (RoPE) and maskdistill students (ViT, and BEiT on the FlexAttention path)."""
+"""Capture invariants (one capture module switches fused attention off, hooks the post-softmax
+attention and undoes everything): outputs unchanged, attention rows sum to 1, attention equals
+softmax(q k^T / sqrt(d) + bias) recomputed from the block's own weights on the captured tokens,
+depth + 1 token points ending with ``forward_intermediates``'s last (pre-norm) intermediate, and
+nothing left behind -- after a normal run and after an exception -- for timm ViT, BEiT (relative
+position bias), DINOv2 with registers, a CLIP tower, EVA (RoPE) and maskdistill students (ViT, and
+BEiT on the FlexAttention path)."""
 
 from __future__ import annotations
 

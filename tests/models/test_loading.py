@@ -1,4 +1,4 @@
-"""Bad input (issue 2, "Bad input"): every error names the problem and the fix. Weights load without
+"""Bad input: every error names the problem and the fix. Weights load without
 executing pickled code."""
 
 from __future__ import annotations

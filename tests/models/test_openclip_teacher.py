@@ -7,7 +7,7 @@ import torch
 open_clip = pytest.importorskip("open_clip")
 
 from maskdistill.config import TeacherConfig  # noqa: E402
-from maskdistill.models.openclip import openclip_to_timm  # noqa: E402
+from maskdistill.models.openclip import load_openclip_tower, openclip_to_timm  # noqa: E402
 from maskdistill.models.teacher import Teacher, build_teacher  # noqa: E402
 
 
@@ -50,3 +50,26 @@ def test_build_teacher_from_spec_without_download():
     t = build_teacher(TeacherConfig(spec="open_clip:ViT-B-16/openai"), 224, 16, pretrained=False)
     assert t.dim == 768 and t.grid == (14, 14) and not t.training
     assert all(not p.requires_grad for p in t.parameters())
+
+
+def test_tower_without_weights_has_openclip_normalisation():
+    tower, mean, std = load_openclip_tower("ViT-S-32", "/no/such/file.bin", 64, pretrained=False)  # tag not read
+    assert not tower.training and tower.embed_dim == 384 and tuple(tower.patch_embed.grid_size) == (2, 2)
+    assert mean == pytest.approx((0.48145466, 0.4578275, 0.40821073)) and len(std) == 3
+
+
+def test_local_checkpoint_as_tag_loads_its_weights(tmp_path):
+    torch.manual_seed(1)
+    oc = open_clip.create_model("ViT-S-32", pretrained=None).eval()
+    f = tmp_path / "vit_s_32.bin"
+    torch.save(oc.state_dict(), f)
+    expected, _ = openclip_to_timm(oc, "ViT-S-32", 64)
+    t = build_teacher(TeacherConfig(spec=f"open_clip:ViT-S-32/{f}", projection=True), 64, 32)
+    assert isinstance(t, Teacher) and t.name == f"open_clip:ViT-S-32/{f}" and t.dim == 384
+    got = t.backbone.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in expected.state_dict().items())
+
+
+def test_missing_checkpoint_names_the_local_file_form(tmp_path):
+    with pytest.raises(RuntimeError, match=r"open_clip:ViT-S-32//path/to/file\.bin"):
+        load_openclip_tower("ViT-S-32", str(tmp_path / "missing.bin"), 64)

@@ -14,7 +14,7 @@ import maskdistill.train.pretrain as pretrain_mod
 from maskdistill.cli import main as cli_main
 from maskdistill.config import load_config
 from maskdistill.distill.distiller import MaskedDistiller
-from maskdistill.train.loop import plan_steps
+from maskdistill.train.job import plan_steps
 from maskdistill.train.optim import build_optimizer, cosine_lr
 
 REPO = Path(__file__).resolve().parents[2]

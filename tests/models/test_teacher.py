@@ -3,11 +3,13 @@ pixel target of classical MIM (Fig. 1c, MAE's normalised pixels) and grid resamp
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
-import timm
 import torch
 import torch.nn.functional as F
 
+from helpers import models
 from maskdistill.config import TeacherConfig
 from maskdistill.distill.parts import Whitening
 from maskdistill.models.teacher import PixelTeacher, Teacher, build_teacher, resample_tokens, teacher_grid
@@ -15,11 +17,18 @@ from maskdistill.models.teacher import PixelTeacher, Teacher, build_teacher, res
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
 
-def tiny_vit(**kw) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model(
-        "vit_small_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2, num_classes=0, **kw
-    )
+# A 32 px ViT-S/16 config shrunk to width 32, three blocks, 8 px patches (a 4 x 4 grid), no head.
+tiny_vit = partial(
+    models.tiny_vit,
+    arch="vit_small_patch16_224",
+    img_size=32,
+    patch_size=8,
+    in_chans=3,
+    embed_dim=32,
+    depth=3,
+    mlp_ratio=4.0,
+    num_classes=0,
+)
 
 
 def reference(bb: torch.nn.Module, x: torch.Tensor, idx: int, norm: bool) -> torch.Tensor:

@@ -1,6 +1,7 @@
-"""Checkpoints (issue 2, "Training"): safetensors + JSON written atomically, ``latest`` pointer,
+"""Checkpoints: safetensors + JSON written atomically, ``latest`` pointer,
 ``keep_last`` pruning, no teacher tensors in the model file, an exported backbone that loads into
 plain timm, optimizer and RNG state restored, and a run directory usable as a frozen teacher."""
+
 from __future__ import annotations
 
 import json
@@ -8,14 +9,13 @@ import json
 import pytest
 import timm
 import torch
-from safetensors.torch import load_file
 
+from helpers.checkpoints import latest_weights
+from maskdistill.models.backbone import load_backbone
 from maskdistill.models.student import MaskedStudent
 from maskdistill.models.teacher import Teacher
 from maskdistill.runs import checkpoint as ckpt
-from maskdistill.models.backbone import load_backbone
-from maskdistill.runs.checkpoint import (find_checkpoint, load_checkpoint, read_meta,
-                                          save_checkpoint)
+from maskdistill.runs.checkpoint import find_checkpoint, load_checkpoint, read_meta, save_checkpoint
 from maskdistill.train.optim import build_optimizer
 from maskdistill.train.pretrain import build_distiller, pretrain
 
@@ -23,8 +23,9 @@ from maskdistill.train.pretrain import build_distiller, pretrain
 @pytest.fixture
 def distilled_run(tmp_path, make_cfg, teacher_run):
     """7 steps from a maskdistill-run teacher, checkpoint every 2, keep the last 2."""
-    cfg = make_cfg(f"teacher.spec={teacher_run}", "train.epochs=2", "train.max_steps=7",
-                   "train.ckpt_every=2", "train.keep_last=2")
+    cfg = make_cfg(
+        f"teacher.spec={teacher_run}", "train.epochs=2", "train.max_steps=7", "train.ckpt_every=2", "train.keep_last=2"
+    )
     run = tmp_path / "run"
     pretrain(cfg, run)
     return run, cfg
@@ -37,7 +38,7 @@ def _batch(cfg, n=4, seed=0):
     grid = s // cfg.student.kwargs["patch_size"]
     mask = torch.zeros(n, grid * grid, dtype=torch.bool)
     for i in range(n):
-        mask[i, torch.randperm(grid * grid, generator=g)[:cfg.mask.num_masked]] = True
+        mask[i, torch.randperm(grid * grid, generator=g)[: cfg.mask.num_masked]] = True
     return images, mask
 
 
@@ -52,8 +53,12 @@ def test_layout_pointer_pruning_and_no_leftovers(distilled_run):
     for step in (6, 7):
         d = ckdir / f"step_{step:08d}"
         # Only safetensors and JSON: nothing that needs unpickling to load.
-        assert sorted(p.name for p in d.iterdir()) == ["backbone.safetensors", "meta.json",
-                                                       "model.safetensors", "optimizer.safetensors"]
+        assert sorted(p.name for p in d.iterdir()) == [
+            "backbone.safetensors",
+            "meta.json",
+            "model.safetensors",
+            "optimizer.safetensors",
+        ]
         meta = json.loads((d / "meta.json").read_text())
         assert meta["step"] == step and meta["kind"] == "pretrain" and meta["total_steps"] == 12
         assert meta["config"]["train"]["ckpt_every"] == 2
@@ -63,7 +68,7 @@ def test_layout_pointer_pruning_and_no_leftovers(distilled_run):
 
 def test_model_file_has_no_teacher_and_fits_the_task(distilled_run):
     run, cfg = distilled_run
-    sd = load_file(str(find_checkpoint(run) / "model.safetensors"))
+    sd = latest_weights(run)
     assert not [k for k in sd if k.startswith("teacher.")]
     distiller = build_distiller(cfg)
     assert any(k.startswith("teacher.") for k in distiller.state_dict())  # there was a teacher to drop
@@ -81,7 +86,7 @@ def test_backbone_loads_into_plain_timm_and_matches_the_student(distilled_run):
     model, info = load_backbone(run)  # a run dir (its latest checkpoint) ...
     assert type(model).__name__ == "Beit" and not model.training
     plain = timm.create_model(info["arch"], pretrained=False, **info["kwargs"])  # ... into plain timm
-    plain.load_state_dict(load_file(str(ck / "backbone.safetensors")))
+    plain.load_state_dict(latest_weights(ck, "backbone"))
     ref = student.model.state_dict()
     for m in (model, plain):
         sd = m.state_dict()
@@ -91,8 +96,7 @@ def test_backbone_loads_into_plain_timm_and_matches_the_student(distilled_run):
     images, _ = _batch(cfg)
     x = (images.float() / 255 - distiller.mean) / distiller.std
     with torch.no_grad():
-        torch.testing.assert_close(plain.eval().forward_features(x), student.model.forward_features(x),
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(plain.eval().forward_features(x), student.model.forward_features(x), rtol=0, atol=0)
         # The masked-student wrapper around the exported encoder gives the student's tokens.
         torch.testing.assert_close(MaskedStudent(plain)(x, None), student(x, None), rtol=0, atol=0)
 
@@ -126,8 +130,12 @@ def test_load_checkpoint_restores_model_optimizer_and_rng(tmp_path, make_cfg):
         for key in s:
             assert torch.equal(torch.as_tensor(s[key]), torch.as_tensor(s2[key])), (name, key)
     for g, g2 in zip(opt.param_groups, opt2.param_groups):
-        assert (g["lr"], tuple(g["betas"]), g["weight_decay"], g["eps"]) == \
-               (g2["lr"], tuple(g2["betas"]), g2["weight_decay"], g2["eps"])
+        assert (g["lr"], tuple(g["betas"]), g["weight_decay"], g["eps"]) == (
+            g2["lr"],
+            tuple(g2["betas"]),
+            g2["weight_decay"],
+            g2["eps"],
+        )
         assert len(g["params"]) == len(g2["params"])
 
     # One more identical step keeps them identical (the moments are really in use).
@@ -149,6 +157,7 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_current(tmp_path, m
         if path.endswith("optimizer.safetensors"):
             raise OSError("disk full")
         return real_save(tensors, path, metadata=metadata)
+
     monkeypatch.setattr(ckpt, "save_file", failing)
     with pytest.raises(OSError):
         save_checkpoint(tmp_path, 4, task, opt, {"kind": "test"})
@@ -165,7 +174,7 @@ def test_a_run_directory_is_a_frozen_teacher(teacher_run, make_cfg):
     distiller = build_distiller(make_cfg(f"teacher.spec={teacher_run}"))
     teacher = distiller.teacher
     assert isinstance(teacher, Teacher)
-    exported = load_file(str(find_checkpoint(teacher_run) / "backbone.safetensors"))
+    exported = latest_weights(teacher_run, "backbone")
     own = teacher.backbone.state_dict()
     assert sorted(own) == sorted(exported) and all(torch.equal(own[k], exported[k]) for k in own)
 

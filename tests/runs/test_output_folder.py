@@ -1,7 +1,8 @@
-"""The output folder (issue 2, "Bad input"): a folder that holds a run is refused unless
+"""The output folder: a folder that holds a run is refused unless
 ``--resume`` or ``--overwrite``; a refused call changes no byte of the old run; ``--overwrite``
 replaces it; resuming with a different config lists the differences and refuses; a start that fails
 on bad input leaves nothing that blocks the next try."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +11,8 @@ from typing import Dict
 import pytest
 
 from maskdistill.cli import main
-from maskdistill.runs.metrics import read_metrics
 from maskdistill.runs.folder import RunExistsError
+from maskdistill.runs.metrics import read_metrics
 from maskdistill.train.pretrain import pretrain
 
 
@@ -22,10 +23,12 @@ def _snapshot(d: Path) -> Dict[str, bytes]:
 @pytest.fixture
 def cli(tiny_overrides, capsys, restore_logging):
     """``cli(out, *extra, flag=None) -> (rc, stderr)`` for ``maskdistill pretrain demo <tiny> ...``."""
+
     def call(out: Path, *extra: str, flag: str = ""):
         argv = ["pretrain", "demo", *tiny_overrides, "train.max_steps=2", *extra, "--out", str(out)]
         rc = main(argv + ([flag] if flag else []))
         return rc, capsys.readouterr().err
+
     return call
 
 
@@ -74,8 +77,7 @@ def test_resume_with_a_different_config_lists_the_differences(tmp_path, cli, mak
     assert "optim.lr: 0.001 -> 0.002" in err and "train.seed: 0 -> 3" in err
     assert _snapshot(run) == before
     # Keys that do not change results may differ (here: max_steps, log_every, ckpt_every).
-    summary = pretrain(make_cfg("train.max_steps=4", "train.log_every=5", "train.ckpt_every=7"), run,
-                       resume=True)
+    summary = pretrain(make_cfg("train.max_steps=4", "train.log_every=5", "train.ckpt_every=7"), run, resume=True)
     assert summary["step"] == 4 and summary["steps_run"] == 2
     # Resuming a finished run runs nothing and keeps its metrics and checkpoints as they are.
     kept = lambda: {k: v for k, v in _snapshot(run).items() if k != "log.txt" and not k.startswith("tb/")}  # noqa: E731
@@ -102,3 +104,17 @@ def test_a_start_that_fails_on_bad_input_does_not_block_the_next(tmp_path, cli):
     assert not (run / "config.yaml").exists() and not (run / "checkpoints").exists()
     rc, err = cli(run)
     assert rc == 0, err
+
+
+def test_overwrite_removes_the_old_runs_best_and_callback_logs(tmp_path):
+    from maskdistill.runs.folder import prepare_run_dir
+
+    run = tmp_path / "run"
+    (run / "best").mkdir(parents=True)
+    (run / "best" / "meta.json").write_text('{"metrics": {"top1": 0.99}}')
+    (run / "config.yaml").write_text("train: {}\n")
+    for name in ("metrics_eval.csv", "metrics_sharpness.csv", "notes.txt"):
+        (run / name).write_text("step\n1\n")
+    prepare_run_dir(run, {"train": {}}, resume=False, overwrite=True)
+    # an old best score would decide whether the new run saves its own best/
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]  # what the user put there stays

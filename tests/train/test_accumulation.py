@@ -1,4 +1,4 @@
-"""Gradient accumulation (issue 2, "Training"): ``train.batch_size`` is the global batch per
+"""Gradient accumulation: ``train.batch_size`` is the global batch per
 optimizer step; splitting it into accumulation micro-batches changes neither the losses nor the
 weights (drop path off: its draws depend on the micro-batch shape)."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers.checkpoints import latest_weights
 from maskdistill.config import ConfigError
 from maskdistill.runs.checkpoint import trainable_state
 from maskdistill.runs.metrics import read_metrics
@@ -14,7 +15,7 @@ from maskdistill.train.pretrain import build_distiller, pretrain
 
 
 @pytest.mark.parametrize("accum", [2, 4])
-def test_accumulation_matches_one_big_batch(tmp_path, make_cfg, weights_of, accum):
+def test_accumulation_matches_one_big_batch(tmp_path, make_cfg, accum):
     common = ("train.max_steps=4", "train.ckpt_every=4")
     one, acc = tmp_path / "one", tmp_path / f"accum{accum}"
     pretrain(make_cfg(*common), one)
@@ -25,7 +26,7 @@ def test_accumulation_matches_one_big_batch(tmp_path, make_cfg, weights_of, accu
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
         assert b["lr"] == a["lr"]
-    w1, w2 = weights_of(one), weights_of(acc)
+    w1, w2 = latest_weights(one), latest_weights(acc)
     assert sorted(w1) == sorted(w2)
     for k in w1:
         torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=1e-5, msg=k)

@@ -1,4 +1,4 @@
-"""DDP (issue 2, "Training" and Acceptance 3): 2 processes on CPU with gloo, launched by torchrun
+"""DDP: 2 processes on CPU with gloo, launched by torchrun
 through the ``maskdistill`` CLI, give the same per-step losses and final weights as 1 process with
 the same global batch -- also with gradient accumulation, where all but the last micro-batch
 skip the gradient all-reduce (``no_sync``)."""
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.checkpoints import latest_weights
 from maskdistill.runs.metrics import read_metrics
 from maskdistill.train.pretrain import pretrain
 
@@ -60,7 +61,7 @@ def _torchrun(tmp_path: Path, overrides) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=240)
 
 
-def test_two_gloo_processes_match_one_process(tmp_path, make_cfg, tiny_overrides, weights_of):
+def test_two_gloo_processes_match_one_process(tmp_path, make_cfg, tiny_overrides):
     extra = ["train.max_steps=4", "train.ckpt_every=2"]  # drop path off: ranks share one RNG stream
     proc = _torchrun(tmp_path, tiny_overrides + extra)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -68,7 +69,7 @@ def test_two_gloo_processes_match_one_process(tmp_path, make_cfg, tiny_overrides
     single = tmp_path / "single"
     pretrain(make_cfg(*extra), single)
     ref = read_metrics(single / "metrics.csv")
-    ref_w = weights_of(single)
+    ref_w = latest_weights(single)
     assert [r["step"] for r in ref] == [1, 2, 3, 4]
 
     for accum in (1, 2):
@@ -79,7 +80,7 @@ def test_two_gloo_processes_match_one_process(tmp_path, make_cfg, tiny_overrides
             assert r["loss"] == pytest.approx(s["loss"], abs=1e-5), (accum, r, s)
             assert r["grad_norm"] == pytest.approx(s["grad_norm"], rel=1e-4, abs=1e-6), (accum, r, s)
             assert r["lr"] == s["lr"]
-        w = weights_of(run)
+        w = latest_weights(run)
         assert sorted(w) == sorted(ref_w)
         for k in ref_w:
             torch.testing.assert_close(w[k], ref_w[k], rtol=0, atol=1e-5, msg=f"{k} (accum={accum})")

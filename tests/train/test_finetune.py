@@ -1,4 +1,4 @@
-"""Fine-tuning (issue 3): layer decay groups and scales, freezing, linear probe, the paper preset,
+"""Fine-tuning: layer decay groups and scales, freezing, linear probe, the paper preset,
 shared -> per-block relative position bias, learning on built-in data, exact resume, bad input."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 
-from helpers.finetune import TINY, backbone, ft_cfg, vit_spec
+from helpers.checkpoints import latest_weights
+from helpers.finetune import TINY, ft_cfg, vit_spec
 from maskdistill.config import ConfigError, load_config
 from maskdistill.data.synthetic import ShapesTextures
 from maskdistill.models.classifier import build_classifier_model, expand_shared_rel_pos_bias
@@ -94,7 +95,7 @@ def _save(sd, folder: Path) -> Path:
 def test_frozen_blocks_and_patch_projection_get_no_update(vit_file, tmp_path):
     out = tmp_path / "frozen"
     finetune(ft_cfg("x", *vit_spec(vit_file), "optim.freeze_blocks=1", "train.max_steps=3"), out)
-    before, after = load_file(str(vit_file)), backbone(out)
+    before, after = load_file(str(vit_file)), latest_weights(out, "backbone")
     frozen = [k for k in before if k.startswith(("patch_embed.", "cls_token", "pos_embed", "blocks.0."))]
     trained = [k for k in before if k.startswith(("blocks.1.", "blocks.2.", "norm."))]
     assert all(torch.equal(before[k], after[k]) for k in frozen)
@@ -102,7 +103,7 @@ def test_frozen_blocks_and_patch_projection_get_no_update(vit_file, tmp_path):
     # Only the patch projection (the paper's default) when no block is frozen.
     out2 = tmp_path / "proj"
     finetune(ft_cfg("x", *vit_spec(vit_file), "train.max_steps=2"), out2)
-    after2 = backbone(out2)
+    after2 = latest_weights(out2, "backbone")
     assert torch.equal(before["patch_embed.proj.weight"], after2["patch_embed.proj.weight"])
     assert not torch.equal(before["pos_embed"], after2["pos_embed"])
 
@@ -112,7 +113,7 @@ def test_linear_probe_leaves_the_backbone_bitwise_unchanged(vit_file, tmp_path):
     summary = finetune(
         ft_cfg("x", *vit_spec(vit_file), "optim.linear_probe=true", "model.drop_path=0.2", "train.max_steps=4"), out
     )
-    before, after = load_file(str(vit_file)), backbone(out)
+    before, after = load_file(str(vit_file)), latest_weights(out, "backbone")
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert set(after) - set(before) == {"head.weight", "head.bias"}
     assert summary["steps_run"] == 4
@@ -168,10 +169,7 @@ def test_resume_is_exact_with_randaugment_erasing_mixup_and_ema(vit_file, tmp_pa
     finetune(ft_cfg("x", *aug), straight)
     finetune(ft_cfg("x", *aug, "train.max_steps=4"), split)
     finetune(ft_cfg("x", *aug), split, resume=True)
-    ck = lambda d: load_file(
-        str(d / "checkpoints" / (d / "checkpoints" / "latest").read_text().strip() / "model.safetensors")
-    )  # noqa: E731
-    a, b = ck(straight), ck(split)
+    a, b = latest_weights(straight), latest_weights(split)
     assert any(k.startswith("ema.") for k in a)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # The interrupted run also evaluated where it stopped (step 4); every scheduled evaluation matches.

@@ -1,4 +1,4 @@
-"""Non-finite losses (issue 2, "Bad input"): stop, keep the last good checkpoint, say which step.
+"""Non-finite losses: stop, keep the last good checkpoint, say which step.
 
 The loss (or the gradient) is broken deterministically at a chosen step by wrapping
 ``MaskedDistiller.forward``."""
@@ -85,7 +85,7 @@ def test_inf_gradient_on_a_checkpoint_step_writes_no_checkpoint(tmp_path, make_c
 def test_nan_before_any_checkpoint_through_the_cli(tmp_path, tiny_overrides, hook_forward, capsys, restore_logging):
     run = tmp_path / "run"
     hook_forward(_break_at(1, "nan"))
-    assert main(["pretrain", "demo", *tiny_overrides, "--out", str(run)]) == 2
+    assert main(["pretrain", "demo", *tiny_overrides, "--out", str(run)]) == 1  # a run that stopped, not a usage error
     err = capsys.readouterr().err
-    assert "maskdistill: error:" in err and "step 1" in err and "none yet" in err
+    assert "maskdistill: stopped:" in err and "step 1" in err and "none yet" in err
     assert not list((run / "checkpoints").glob("step_*")) if (run / "checkpoints").exists() else True

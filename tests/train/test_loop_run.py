@@ -14,7 +14,8 @@ from maskdistill.data.synthetic import ShapesTextures
 from maskdistill.data.transforms import pretrain_transform
 from maskdistill.runs.metrics import read_metrics
 from maskdistill.train.distributed import Dist
-from maskdistill.train.loop import Job, run
+from maskdistill.train.job import Job
+from maskdistill.train.loop import run
 from maskdistill.train.optim import cosine_lr
 
 

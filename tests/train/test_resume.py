@@ -1,4 +1,4 @@
-"""Exact resume (issue 2, "Training"): a run interrupted and resumed gives the same per-step losses
+"""Exact resume: a run interrupted and resumed gives the same per-step losses
 and the same final weights as one that was not; the resumed metrics.csv has each step once.
 
 Drop path is on, so the torch RNG state saved in the checkpoint must be restored exactly (and
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.checkpoints import latest_weights
 from maskdistill.runs.metrics import read_metrics
 from maskdistill.train.optim import cosine_lr
 from maskdistill.train.pretrain import pretrain
@@ -29,7 +30,7 @@ def _csv_text(run: Path):
     return [[c for i, c in enumerate(line.split(",")) if i != drop] for line in lines]
 
 
-def _assert_same_run(a: Path, b: Path, weights_of) -> None:
+def _assert_same_run(a: Path, b: Path) -> None:
     ra, rb = _rows(a), _rows(b)
     assert [r["step"] for r in rb] == [1, 2, 3, 4, 5, 6]  # no duplicated or missing steps
     assert [r["step"] for r in ra] == [1, 2, 3, 4, 5, 6]
@@ -39,7 +40,7 @@ def _assert_same_run(a: Path, b: Path, weights_of) -> None:
         assert abs(x["grad_norm"] - y["grad_norm"]) <= 1e-6 * max(1.0, x["grad_norm"]), (x, y)
     # As text, too: the resumed CSV reads like the uninterrupted one (same numbers, same format).
     assert _csv_text(a) == _csv_text(b)
-    wa, wb = weights_of(a), weights_of(b)
+    wa, wb = latest_weights(a), latest_weights(b)
     assert sorted(wa) == sorted(wb)
     for k in wa:
         assert torch.equal(wa[k], wb[k]), f"{k} differs after resume"
@@ -50,7 +51,7 @@ def teacher_spec(request):
     return "pixels" if request.param == "pixels" else str(request.getfixturevalue("teacher_run"))
 
 
-def test_resume_after_max_steps_equals_uninterrupted_run(tmp_path, make_cfg, weights_of, teacher_spec):
+def test_resume_after_max_steps_equals_uninterrupted_run(tmp_path, make_cfg, teacher_spec):
     common = ("train.ckpt_every=3", "student.drop_path=0.1", f"teacher.spec={teacher_spec}")
     a, b = tmp_path / "A", tmp_path / "B"
     pretrain(make_cfg(*common), a)
@@ -61,14 +62,14 @@ def test_resume_after_max_steps_equals_uninterrupted_run(tmp_path, make_cfg, wei
     assert [r["step"] for r in _rows(b)] == [1, 2, 3]
     resumed = pretrain(make_cfg(*common), b, resume=True)
     assert resumed["steps_run"] == 3 and resumed["step"] == 6
-    _assert_same_run(a, b, weights_of)
+    _assert_same_run(a, b)
 
     # The per-step lr is the cosine schedule of the whole run (6 steps, 3 of warm-up) in both.
     lrs = [r["lr"] for r in _rows(a)]
     assert lrs == pytest.approx([cosine_lr(s, 6, 3, 1e-3, 1e-5) for s in range(6)], rel=1e-12)
 
 
-def test_resume_after_a_crash_drops_the_rows_past_the_checkpoint(tmp_path, make_cfg, weights_of, hook_forward):
+def test_resume_after_a_crash_drops_the_rows_past_the_checkpoint(tmp_path, make_cfg, hook_forward):
     """Killed during step 5 (after the row of step 4 was written, with the last checkpoint at
     step 3): resuming replays steps 4..6 and metrics.csv holds each step once."""
     common = ("train.ckpt_every=3", "student.drop_path=0.1")
@@ -90,4 +91,4 @@ def test_resume_after_a_crash_drops_the_rows_past_the_checkpoint(tmp_path, make_
 
     # data.num_workers may change on resume: samples are seeded per item, not per worker.
     pretrain(make_cfg(*common, "data.num_workers=2"), b, resume=True)
-    _assert_same_run(a, b, weights_of)
+    _assert_same_run(a, b)

@@ -1,5 +1,5 @@
 """Per-step cosine schedule with linear warm-up and a floor, and AdamW's weight-decay exclusions
-(issue 2, "Training"; paper Table 1)."""
+(paper Table 1)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from maskdistill.config import OptimConfig, TrainConfig
-from maskdistill.train.loop import plan_steps
+from maskdistill.train.job import plan_steps
 from maskdistill.train.optim import build_optimizer, cosine_lr, param_groups, set_lr
 from maskdistill.train.pretrain import build_distiller
 

@@ -22,7 +22,8 @@ from maskdistill.report.plots.hessian import load_sharpness, plot_sharpness
 from maskdistill.runs.metrics import read_metrics
 from maskdistill.train.classify import Classifier
 from maskdistill.train.distributed import Dist
-from maskdistill.train.loop import Job, run
+from maskdistill.train.job import Job
+from maskdistill.train.loop import run
 from maskdistill.train.sharpness import SharpnessCallback
 
 
@@ -101,7 +102,9 @@ def test_sharpness_rows_values_and_no_interference(tmp_path: Path, capsys, resto
     # the last row is λ1 and tr(H) of the final model on the fixed batch, measured independently
     task = job.task.eval()
     batch = job.fixed_batch()
-    loss = lambda out, y: F.cross_entropy(out, y, label_smoothing=0.1)
+
+    def loss(out, y):
+        return F.cross_entropy(out, y, label_smoothing=0.1)
 
     class Net(nn.Module):
         def __init__(self):

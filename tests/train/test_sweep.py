@@ -1,4 +1,4 @@
-"""Fine-tuning sweeps (Fig. 8b/8c) and the loop's callback interface (issue 3)."""
+"""Fine-tuning sweeps (Fig. 8b/8c) and the loop's callback interface."""
 
 from __future__ import annotations
 

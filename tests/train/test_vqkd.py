@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from maskdistill.config import ConfigError, load_config
 from maskdistill.data.synthetic import ShapesTextures
 from maskdistill.data.transforms import eval_transform
-from maskdistill.distill.tokenizer import build_tokenizer, load_tokenizer
+from maskdistill.distill.tokenizer_build import build_tokenizer, load_tokenizer
 from maskdistill.runs.checkpoint import find_checkpoint, read_meta
 from maskdistill.runs.metrics import read_metrics
 from maskdistill.train.callbacks import LoopState

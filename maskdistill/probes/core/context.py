@@ -1,5 +1,5 @@
-"""The probe context: everything a registered probe (``probe(ctx, **params) -> ProbeResult``,
-DESIGN.md "Probes are small registered functions") needs to measure one model on one image set.
+"""The probe context: everything a registered probe (``probe(ctx, **params) -> ProbeResult``) needs
+to measure one model on one image set (paper Secs. 3-5).
 
 - the model in eval mode on its device, its :class:`~maskdistill.models.spec.ModelInfo`, a name;
 - batches of images through the model's OWN timm eval transform (``resolve_data_config`` +
@@ -9,19 +9,14 @@ DESIGN.md "Probes are small registered functions") needs to measure one model on
 - the autocast dtype (bf16 on CUDA, none on CPU), the seed, and a memo for shared passes:
   :meth:`ProbeContext.shared_pass` runs the one streaming forward pass behind the attention and
   representation probes (Secs. 3-4) and keeps its small results for the others.
-
-Model specs take options after ``?`` that go to ``timm.create_model`` (and ``pretrained``), e.g.
-``timm:vit_small_patch14_dinov2@w.safetensors?img_size=224&num_classes=0`` or
-``timm:test_vit?pretrained=false``.
 """
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import nn
@@ -30,63 +25,12 @@ from maskdistill import __version__
 from maskdistill.data.analysis_data import AnalysisData
 from maskdistill.models.device import resolve_device
 from maskdistill.models.spec import ModelInfo, load_model
+from maskdistill.probes.core.model_input import input_size, split_spec
+from maskdistill.probes.core.needs import missing_needs
+from maskdistill.probes.core.registry import shared_groups
+from maskdistill.probes.core.shared_pass import SharedStats, group_names, run_shared_pass
 
 log = logging.getLogger(__name__)
-NEEDS_KNOWN = ("attention", "tokens", "labels", "classifier")
-NeedCheck = Callable[["ProbeContext", Mapping[str, Any]], Optional[str]]
-_NEED_CHECKS: Dict[str, NeedCheck] = {}
-
-
-def register_need(name: str) -> Callable[[NeedCheck], NeedCheck]:
-    """Let a probe family judge one of its own ``needs`` (e.g. "human_responses"): ``check(ctx, params)``
-    (``params``: the probe's ``--param`` values) returns None when they meet it, else the reason, which
-    ``analyze --probes all`` records when it skips the probe. Needs nobody judges are assumed met (the
-    probe then says what is missing)."""
-
-    def deco(fn: NeedCheck) -> NeedCheck:
-        _NEED_CHECKS[name] = fn
-        return fn
-
-    return deco
-
-
-def split_spec(spec: str) -> Tuple[str, Dict[str, Any]]:
-    """``"timm:x@w?img_size=224&num_classes=0"`` -> ("timm:x@w", {"img_size": 224, "num_classes": 0})."""
-    base, q, query = spec.partition("?")
-    opts: Dict[str, Any] = {}
-    for part in filter(None, query.split("&")) if q else ():
-        key, eq, value = part.partition("=")
-        if not eq or not key.isidentifier():
-            raise ValueError(f"model spec {spec!r}: option {part!r} is not key=value (e.g. ?img_size=224).")
-        low = value.lower()
-        if low in ("true", "false"):
-            opts[key] = low == "true"
-        else:
-            try:
-                opts[key] = ast.literal_eval(value)
-            except (ValueError, SyntaxError):
-                opts[key] = value
-    return base, opts
-
-
-def _input_size(model: nn.Module, info: ModelInfo) -> Tuple[int, Optional[str]]:
-    """The image side the model really takes: a ViT built with ``img_size=`` keeps the pretrained
-    config's size in ``pretrained_cfg`` (e.g. DINOv2's 518) -- feeding that would fail or silently
-    change the grid, so a fixed-size patch embedding wins, and the note says so."""
-    pe = getattr(model, "patch_embed", None)
-    size = getattr(pe, "img_size", None)
-    dynamic = bool(getattr(model, "dynamic_img_size", False)) or not bool(getattr(pe, "strict_img_size", True))
-    if size is None or dynamic:
-        return int(info.img_size), None
-    side = int(size[0] if isinstance(size, (tuple, list)) else size)
-    if isinstance(size, (tuple, list)) and len(set(size)) != 1:
-        raise ValueError(f"{info.spec}: non-square input {tuple(size)} is not supported by the analysis.")
-    if side != info.img_size:
-        return side, (
-            f"pretrained_cfg says {info.img_size}px but the patch embedding takes {side}px; "
-            f"images are resized (short side {side}/crop_pct) and centre-cropped to {side}px."
-        )
-    return side, None
 
 
 @dataclass
@@ -107,7 +51,7 @@ class ProbeContext:
 
     def __post_init__(self) -> None:
         self.model = self.model.eval().to(self.device)
-        self.img_size, self.size_note = _input_size(self.model, self.info)
+        self.img_size, self.size_note = input_size(self.model, self.info)
         if self.size_note:
             log.warning("%s: %s", self.name, self.size_note)
 
@@ -210,69 +154,35 @@ class ProbeContext:
 
     # ------------------------------------------------------------------ needs
     def missing(self, needs: Sequence[str], params: Optional[Mapping[str, Any]] = None) -> List[str]:
-        """Reasons why needs cannot be met (empty when all can), given the probe's parameters; needs
-        that no family judges (:func:`register_need`) are not judged here."""
-        reasons: List[str] = []
-        if {"attention", "tokens"} & set(needs):
-            from maskdistill.models.capture import attention_modules, find_encoder
-
-            try:
-                enc = find_encoder(self.model)
-                if "attention" in needs:
-                    attention_modules(enc)
-            except (TypeError, ValueError) as e:
-                reasons.append(str(e))
-        if "labels" in needs and not self.data.labelled:
-            reasons.append(f"the data {self.data.spec} has no labels (use class sub-folders or builtin:...)")
-        if "classifier" in needs:
-            n = int(self.info.num_classes or 0)
-            if n <= 0:
-                reasons.append(f"{self.spec} has no classifier head (num_classes=0)")
-            elif self.data.labelled and len(self.data.classes) > n:
-                reasons.append(f"the data has {len(self.data.classes)} classes but {self.spec} only {n} outputs")
-        for need in needs:
-            if need in _NEED_CHECKS:
-                why = _NEED_CHECKS[need](self, params or {})
-                if why:
-                    reasons.append(why)
-        return reasons
+        """Reasons why needs cannot be met (empty when all can), given the probe's parameters."""
+        return missing_needs(self, needs, params)
 
     # ------------------------------------------------------------------ shared pass
-    def shared_pass(self, group: str, maps: Any = None):
-        """The memoised streaming pass (``probes/shared_pass.py``). The first call computes every
-        group that the probes in ``wanted`` read (all groups when ``wanted`` is None), so one forward
-        pass serves them all; a group asked for later runs one more pass for what is missing.
-        ``maps``: the attention maps the first pass keeps (default ``MapRequest()``)."""
-        from maskdistill.probes.core.shared_pass import GROUPS, PROBE_GROUPS, run_shared_pass
-
+    def shared_pass(self, group: str, request: Any = None) -> SharedStats:
+        """The memoised streaming pass. The first call computes every statistics group that the
+        probes in ``wanted`` read (all groups when ``wanted`` is None), so one forward pass serves
+        them all; a group asked for later runs one more pass for what is missing. ``request``: the
+        option of ``group``'s accumulator in the pass that computes it (e.g. which attention maps to
+        keep; None: its default)."""
         stats = self.memo.get("shared")
         if stats is not None and group in stats.groups:
             return stats
         todo = {group}
         if stats is None:
-            todo |= set(GROUPS) if self.wanted is None else {PROBE_GROUPS[p] for p in self.wanted if p in PROBE_GROUPS}
-        new = run_shared_pass(self, todo, maps)
+            todo |= set(group_names()) if self.wanted is None else shared_groups(self.wanted)
+        new = run_shared_pass(self, todo, {group: request})
         if stats is None:
             self.memo["shared"] = new
         else:
             stats.merge(new)
         return self.memo["shared"]
 
-    def attention_maps(self, request: Any):
-        """Attention maps (Fig. 2) for a :class:`~maskdistill.probes.core.shared_pass.MapRequest`: kept by
-        the shared pass (run now, keeping these maps, if it has not run yet), else -- when it kept other
-        maps -- a short pass over the requested images only. Returns the SharedStats holding
-        ``maps``, ``map_values`` and ``map_images``."""
-        from maskdistill.probes.core.shared_pass import run_shared_pass
-
-        stats = self.memo.get("shared")
-        if stats is None or "attention" not in stats.groups:
-            stats = self.shared_pass("attention", maps=request)
-        if "attention" in stats.groups and stats.request == request:
-            return stats
-        key = f"maps:{request!r}"
+    def images_pass(self, group: str, request: Any) -> SharedStats:
+        """A short pass of one group over only the images its accumulator keeps for ``request``
+        (e.g. attention maps other than those the shared pass kept), memoised by request."""
+        key = f"images:{group}:{request!r}"
         if key not in self.memo:
-            self.memo[key] = run_shared_pass(self, {"attention"}, request, maps_only=True)
+            self.memo[key] = run_shared_pass(self, {group}, {group: request}, images_only=True)
         return self.memo[key]
 
     # ------------------------------------------------------------------ metadata
@@ -301,4 +211,4 @@ class ProbeContext:
         return m
 
 
-__all__ = ["ProbeContext", "split_spec", "register_need", "NEEDS_KNOWN"]
+__all__ = ["ProbeContext"]

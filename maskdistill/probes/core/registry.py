@@ -1,4 +1,4 @@
-"""The probe registry (DESIGN.md, "Probes are small registered functions"): every probe has the
+"""The probe registry (paper Secs. 3-5: every measurement is a small registered function): every probe has the
 signature ``probe(ctx, **params) -> ProbeResult``; the result is a tidy table (one row per
 layer/head/index/... with ``metric`` and ``value`` columns), optional arrays and metadata, and saves
 and loads itself as ``<probe>.csv`` + ``<probe>.json`` (+ ``<probe>.npz``). Probe names are a public
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set
 
 import numpy as np
 import pandas as pd
@@ -90,24 +90,30 @@ class ProbeSpec:
     needs: tuple  # what the context must provide: "attention", "tokens", "labels", "classifier", ...
     figure: str  # the paper figure(s) it reproduces, for the report
     doc: str
+    shared: Optional[str] = None  # the statistics group of the shared streaming pass it reads, if any
 
 
 _REGISTRY: Dict[str, ProbeSpec] = {}
 
 
-def register(name: str, needs: tuple = (), figure: str = "") -> Callable[[ProbeFn], ProbeFn]:
-    """Decorator: ``@register("attention_distance", needs=("attention",), figure="Fig. 3a")``."""
+def register(
+    name: str, needs: tuple = (), figure: str = "", shared: Optional[str] = None
+) -> Callable[[ProbeFn], ProbeFn]:
+    """Decorator: ``@register("attention_distance", needs=("attention",), figure="Fig. 3a", shared="attention")``;
+    ``shared`` names the statistics group of the shared pass the probe reads, so that the first pass
+    computes the groups of every probe an analysis runs."""
 
     def deco(fn: ProbeFn) -> ProbeFn:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"a probe named {name!r} is registered already ({_REGISTRY[name].fn.__module__}).")
-        _REGISTRY[name] = ProbeSpec(name, fn, tuple(needs), figure, (fn.__doc__ or "").strip())
+        _REGISTRY[name] = ProbeSpec(name, fn, tuple(needs), figure, (fn.__doc__ or "").strip(), shared)
         return fn
 
     return deco
 
 
-# The modules whose ``@register`` lines define the built-in probes, one per family.
+# The modules whose ``@register`` lines define the built-in probes (and whose imports register the
+# statistics groups of the shared pass and the need checks of their families).
 PROBE_MODULES = (
     "maskdistill.probes.representation.attention",
     "maskdistill.probes.representation.spectra",
@@ -116,8 +122,9 @@ PROBE_MODULES = (
 )
 
 
-def _load_builtin() -> None:
-    """Import the probe families so that their ``@register`` lines run."""
+def load_builtin() -> None:
+    """Import the probe families by name so that their ``@register`` lines run (``probes.core``
+    never imports a family statically)."""
     import importlib
 
     for mod in PROBE_MODULES:
@@ -125,12 +132,12 @@ def _load_builtin() -> None:
 
 
 def probe_names() -> List[str]:
-    _load_builtin()
+    load_builtin()
     return sorted(_REGISTRY)
 
 
 def get_probe(name: str) -> ProbeSpec:
-    _load_builtin()
+    load_builtin()
     if name not in _REGISTRY:
         raise KeyError(f"unknown probe {name!r}; registered probes: {', '.join(sorted(_REGISTRY))}.")
     return _REGISTRY[name]
@@ -147,4 +154,20 @@ def run_probe(name: str, ctx: Any, params: Optional[Dict[str, Any]] = None) -> P
     return get_probe(name).fn(ctx, **(params or {}))
 
 
-__all__ = ["ProbeResult", "ProbeSpec", "register", "probe_names", "get_probe", "resolve_probes", "run_probe"]
+def shared_groups(names: Iterable[str]) -> Set[str]:
+    """The statistics groups of the shared pass that the probes ``names`` read (unknown names read none)."""
+    load_builtin()
+    return {_REGISTRY[n].shared for n in names if n in _REGISTRY and _REGISTRY[n].shared}
+
+
+__all__ = [
+    "ProbeResult",
+    "ProbeSpec",
+    "register",
+    "load_builtin",
+    "probe_names",
+    "get_probe",
+    "resolve_probes",
+    "run_probe",
+    "shared_groups",
+]

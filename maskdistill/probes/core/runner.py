@@ -1,5 +1,5 @@
 """``maskdistill analyze``: measure any set of models with the registered probes and write the
-paper's Secs. 3-4 evidence side by side (issue 4; DESIGN.md "Outputs a user gets").
+paper's Secs. 3-4 evidence side by side.
 
 For each model: load it (``timm:<arch>[@weights][?create_kwargs]`` or a maskdistill run/checkpoint),
 build one :class:`~maskdistill.probes.core.context.ProbeContext` (images through the model's own eval
@@ -24,7 +24,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -39,6 +39,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
 def check_names(models: Mapping[str, str], pairs: Sequence[Tuple[str, str]], known: Sequence[str] = ()) -> None:
+    """Model names must be plain folder names (not the report's figure folder); both sides of every
+    teacher/student pair must be models of this analysis or of the output folder (``known``)."""
     for name in models:
         if not NAME_RE.match(name) or name == FIGURES:
             raise ValueError(
@@ -61,6 +63,91 @@ def _default_workers(device: torch.device) -> int:
     return 0 if device.type == "cpu" else min(8, max(1, (os.cpu_count() or 2) - 1))
 
 
+def _selected(
+    probes: str | Sequence[str], params: Optional[Mapping[str, Mapping[str, Any]]]
+) -> Tuple[List[ProbeSpec], Dict[str, Dict[str, Any]], bool]:
+    """(specs, their parameters, whether the probes were named explicitly) for ``--probes``/``--param``."""
+    explicit = not (isinstance(probes, str) and probes.strip() == "all")
+    specs: List[ProbeSpec] = resolve_probes(probes)  # an unknown name raises, listing the registered ones
+    if not specs:
+        raise ValueError("--probes selects no probe; give names (comma-separated) or 'all'.")
+    chosen = {k: dict(v) for k, v in (params or {}).items()}
+    unknown = set(chosen) - {s.name for s in specs}
+    if unknown:
+        raise ValueError(f"parameters given for probe(s) not selected: {', '.join(sorted(unknown))}.")
+    return specs, chosen, explicit
+
+
+def _skipped(
+    ctx: ProbeContext, specs: Sequence[ProbeSpec], params: Mapping[str, Mapping[str, Any]], explicit: bool
+) -> Dict[str, str]:
+    """probe -> why this model/data cannot serve it; a probe named explicitly raises instead."""
+    skipped: Dict[str, str] = {}
+    for s in specs:
+        reasons = ctx.missing(s.needs, params.get(s.name, {}))
+        if reasons and explicit:
+            raise ValueError(f"probe {s.name} cannot run on model {ctx.name}: {'; '.join(reasons)}.")
+        if reasons:
+            skipped[s.name] = "; ".join(reasons)
+            log.info("%s: skipping %s (%s)", ctx.name, s.name, skipped[s.name])
+    return skipped
+
+
+def _run_probes(
+    ctx: ProbeContext,
+    specs: Sequence[ProbeSpec],
+    params: Mapping[str, Mapping[str, Any]],
+    explicit: bool,
+    skipped: Mapping[str, str],
+    folder: Path,
+) -> Tuple[List[Path], Dict[str, str]]:
+    """Run every probe not skipped and save its result in ``folder``: (CSV paths, probe -> failure)."""
+    written: List[Path] = []
+    failed: Dict[str, str] = {}
+    for s in specs:
+        if s.name in skipped:
+            continue
+        try:
+            t1 = time.perf_counter()
+            res = s.fn(ctx, **params.get(s.name, {}))
+            res.meta.setdefault("seconds", round(time.perf_counter() - t1, 3))
+            written.append(res.save(folder))
+        except Exception as e:
+            if explicit:
+                raise
+            failed[s.name] = f"{type(e).__name__}: {e}"
+            log.error("%s: probe %s failed: %s", ctx.name, s.name, failed[s.name])
+    return written, failed
+
+
+def _manifest_entry(
+    ctx: ProbeContext,
+    spec: str,
+    specs: Sequence[ProbeSpec],
+    skipped: Mapping[str, str],
+    failed: Mapping[str, str],
+    seconds: float,
+) -> Dict[str, Any]:
+    """What ``analyze.json`` records of one analysed model."""
+    stats = ctx.memo.get("shared")
+    ran = sorted(s.name for s in specs if s.name not in skipped and s.name not in failed)
+    speed = round(stats.n_images / stats.seconds, 2) if stats and stats.seconds else None
+    return {
+        "spec": spec,
+        "data": ctx.data.spec,
+        "images": stats.n_images if stats else ctx.images,
+        "seed": ctx.seed,
+        "batch_size": ctx.batch_size,
+        "device": str(ctx.device),
+        "probes": ran,
+        "skipped": dict(skipped),
+        "failed": dict(failed),
+        "seconds": round(seconds, 2),
+        "images_per_second_shared_pass": speed,
+        "finished": _dt.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
 def run_analyze(
     models: Mapping[str, str],
     data: str | AnalysisData,
@@ -81,14 +168,7 @@ def run_analyze(
         raise ValueError("give at least one model: --model NAME=SPEC (e.g. deit=timm:deit_small_patch16_224).")
     if images < 1 or batch_size < 1:
         raise ValueError(f"--images {images} / --batch-size {batch_size}: both must be at least 1.")
-    explicit = not (isinstance(probes, str) and probes.strip() == "all")
-    specs: List[ProbeSpec] = resolve_probes(probes)  # an unknown name raises, listing the registered ones
-    if not specs:
-        raise ValueError("--probes selects no probe; give names (comma-separated) or 'all'.")
-    params = {k: dict(v) for k, v in (params or {}).items()}
-    unknown = set(params) - {s.name for s in specs}
-    if unknown:
-        raise ValueError(f"parameters given for probe(s) not selected: {', '.join(sorted(unknown))}.")
+    specs, params, explicit = _selected(probes, params)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(out)
@@ -110,44 +190,10 @@ def run_analyze(
             progress=progress,
             wanted={s.name for s in specs},
         )
-        skipped, failed = {}, {}
-        for s in specs:
-            reasons = ctx.missing(s.needs, params.get(s.name, {}))
-            if reasons and explicit:
-                raise ValueError(f"probe {s.name} cannot run on model {name}: {'; '.join(reasons)}.")
-            if reasons:
-                skipped[s.name] = "; ".join(reasons)
-                log.info("%s: skipping %s (%s)", name, s.name, skipped[s.name])
-        for s in specs:
-            if s.name in skipped:
-                continue
-            try:
-                t1 = time.perf_counter()
-                res = s.fn(ctx, **params.get(s.name, {}))
-                res.meta.setdefault("seconds", round(time.perf_counter() - t1, 3))
-                written.append(res.save(out / name))
-            except Exception as e:
-                if explicit:
-                    raise
-                failed[s.name] = f"{type(e).__name__}: {e}"
-                log.error("%s: probe %s failed: %s", name, s.name, failed[s.name])
-        stats = ctx.memo.get("shared")
-        ran = sorted(s.name for s in specs if s.name not in skipped and s.name not in failed)
-        speed = round(stats.n_images / stats.seconds, 2) if stats and stats.seconds else None
-        manifest["models"][name] = {
-            "spec": spec,
-            "data": ds.spec,
-            "images": stats.n_images if stats else images,
-            "seed": seed,
-            "batch_size": batch_size,
-            "device": str(dev),
-            "probes": ran,
-            "skipped": skipped,
-            "failed": failed,
-            "seconds": round(time.perf_counter() - t0, 2),
-            "images_per_second_shared_pass": speed,
-            "finished": _dt.datetime.now().isoformat(timespec="seconds"),
-        }
+        skipped = _skipped(ctx, specs, params, explicit)
+        paths, failed = _run_probes(ctx, specs, params, explicit, skipped, out / name)
+        written += paths
+        manifest["models"][name] = _manifest_entry(ctx, spec, specs, skipped, failed, time.perf_counter() - t0)
         if name not in manifest["order"]:
             manifest["order"].append(name)
         write_json(out / MANIFEST, manifest)

@@ -1,19 +1,18 @@
 """The Hessian of a model's loss on a fixed list of batches (paper Sec. 4, Fig. 7c/f and the
-eigenvectors behind Fig. 7a/b/d/e; PROBES.md, "Optimisation geometry"): products, the top
-eigenvalues (Lanczos or PyHessian's power iteration), Hutchinson's trace, the spectral density
-(stochastic Lanczos quadrature) and per-block results.
+eigenvectors behind Fig. 7a/b/d/e): products, the top eigenvalues (Lanczos or PyHessian's power
+iteration), Hutchinson's trace, the spectral density (stochastic Lanczos quadrature) and per-block
+results.
 
 Every function runs the model in eval mode with eager attention (restored afterwards), never writes
 ``.grad`` nor a parameter, and draws its random vectors from a private generator seeded by
 ``seed`` (the global RNG is untouched). ``loss_fn(outputs, targets)`` is a criterion such as
 ``nn.CrossEntropyLoss()``; ``batches`` a list of (inputs, targets); ``params`` a parameter filter
 (see :func:`maskdistill.probes.curvature.hvp.select_params`): the Hessian is then the diagonal block of those
-parameters. The registered probes live in ``hessian_probes.py``.
+parameters. The Hessian is that of the sample-weighted mean loss over all batches.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -22,51 +21,18 @@ import torch
 from torch import nn
 
 from maskdistill.models.modes import curvature_mode
-from maskdistill.probes.curvature import lanczos as lz
+from maskdistill.probes.curvature.estimators import (
+    exact_trace,
+    hutchinson_trace,
+    krylov_trace,
+    seeded,
+    top_eigenpairs,
+)
 from maskdistill.probes.curvature.hvp import Batches, HessianOperator, LossFn, ParamFilter, select_params
+from maskdistill.probes.curvature.quadrature import slq
+from maskdistill.probes.curvature.results import DensityResult, EigenResult, TraceResult
 
 Vector = Union[torch.Tensor, Sequence[torch.Tensor]]
-EIG_METHODS = ("lanczos", "power")
-MAX_EXACT_TRACE = 20_000  # unit-vector products for the exact trace; beyond this use Hutchinson
-
-
-@dataclass
-class EigenResult:
-    eigenvalues: List[float]  # sorted by magnitude (descending), sign kept
-    eigenvectors: List[List[torch.Tensor]]  # unit norm, each a list shaped like the parameters
-    products: int  # Hessian-vector products used
-    converged: bool
-    method: str
-    param_names: List[str] = field(default_factory=list)
-
-
-@dataclass
-class TraceResult:
-    estimate: float
-    se: float  # standard error (0 for the exact trace)
-    products: int
-    samples: int
-    converged: bool
-    method: str  # "hutchinson" | "hutchinson+deflation" | "exact"
-
-    @property
-    def ci95(self) -> tuple:
-        return self.estimate - 1.96 * self.se, self.estimate + 1.96 * self.se
-
-
-@dataclass
-class DensityResult:
-    nodes: List[np.ndarray]  # Ritz values per run
-    weights: List[np.ndarray]  # quadrature weights per run (each sums to 1)
-    products: int
-
-    def on_grid(self, num_points: int = 1000, sigma_squared: float = 1e-5) -> tuple:
-        """(eigenvalue grid, density), Gaussian-broadened as PyHessian plots it."""
-        return lz.density_on_grid(self.nodes, self.weights, num_points, sigma_squared)
-
-
-def _generator(op: HessianOperator, seed: int) -> torch.Generator:
-    return torch.Generator(device=op.device).manual_seed(int(seed))
 
 
 def _flat(op: HessianOperator, v: Vector) -> torch.Tensor:
@@ -91,31 +57,6 @@ def hvp(
         return [t.clone() for t in op.unflatten(op.matvec(_flat(op, v)))]
 
 
-def _check_k(k: int, n: int, method: str, max_iter: int) -> None:
-    if k < 1:
-        raise ValueError(f"k={k}: ask for at least one eigenvalue.")
-    if k > n:
-        raise ValueError(
-            f"k={k} is larger than the number of selected parameters ({n}); the Hessian has only "
-            f"{n} eigenvalues. Lower k or select more parameters."
-        )
-    if method == "lanczos" and k > max_iter:
-        raise ValueError(f"k={k} is larger than max_iter={max_iter} Lanczos steps; raise max_iter.")
-
-
-def _top(op: HessianOperator, k: int, method: str, tol: float, max_iter: Optional[int], seed: int) -> tuple:
-    if method not in EIG_METHODS:
-        raise ValueError(f"method={method!r}; choose one of {EIG_METHODS}.")
-    max_iter = max_iter or (max(100, 10 * k) if method == "lanczos" else 100)
-    _check_k(k, op.n, method, max_iter)
-    gen = _generator(op, seed)
-    if method == "lanczos":
-        vals, vecs, products, ok, kr = lz.lanczos_top(op.matvec, op.n, k, tol, max_iter, gen, op.dtype, op.device)
-        return vals, vecs, products, ok, kr
-    vals, vecs, products, ok = lz.power_top(op.matvec, op.n, k, tol, max_iter, gen, op.dtype, op.device)
-    return vals, vecs, products, ok, None
-
-
 def top_eigenvalues(
     model: nn.Module,
     loss_fn: LossFn,
@@ -133,7 +74,7 @@ def top_eigenvalues(
     PyHessian). ``tol``: Lanczos — relative residual bound; power — relative change (PyHessian)."""
     with curvature_mode(model):
         op = HessianOperator(model, loss_fn, batches, params, method=hvp_method)
-        vals, vecs, products, ok, _ = _top(op, k, method, tol, max_iter, seed)
+        vals, vecs, products, ok, _ = top_eigenpairs(op, k, method, tol, max_iter, seed)
         return EigenResult(vals, [[t.clone() for t in op.unflatten(v)] for v in vecs], products, ok, method, op.names)
 
 
@@ -163,51 +104,8 @@ def hessian_trace(
     with curvature_mode(model):
         op = HessianOperator(model, loss_fn, batches, params, method=hvp_method)
         if exact:
-            if op.n > MAX_EXACT_TRACE:
-                raise ValueError(
-                    f"the exact trace needs {op.n} products (one per selected parameter), more than "
-                    f"{MAX_EXACT_TRACE}; use Hutchinson (exact=False) or select fewer parameters."
-                )
-            total = 0.0
-            chunk = max(block, 64)  # vectorised products: several times faster on the small models this is for
-            for i0 in range(0, op.n, chunk):
-                idx = torch.arange(i0, min(i0 + chunk, op.n), device=op.device)
-                e = torch.zeros(len(idx), op.n, dtype=op.dtype, device=op.device)
-                e[torch.arange(len(idx)), idx] = 1.0  # unit vectors e_i, one per row
-                total += float(op.matmat(e)[torch.arange(len(idx)), idx].double().sum())
-            return TraceResult(total, 0.0, op.products, op.n, True, "exact")
-        gen = _generator(op, seed)
-        basis, exact_part = [], 0.0
-        if deflate > 0:
-            if deflate >= op.n:
-                raise ValueError(
-                    f"deflate={deflate} Lanczos steps cover all {op.n} selected parameters; use "
-                    f"exact=True or a smaller deflate."
-                )
-            kr = lz.lanczos(op.matvec, lz.random_unit(op.n, gen, op.dtype, op.device), deflate, gen)
-            basis, exact_part = kr.basis[: len(kr.alpha)], float(np.sum(kr.alpha))
-        est = lz.hutchinson(
-            op.matvec,
-            op.n,
-            tol,
-            max_iter,
-            gen,
-            op.dtype,
-            op.device,
-            criterion,
-            basis=basis,
-            exact_part=exact_part,
-            matmat=op.matmat,
-            block=block,
-        )
-        return TraceResult(
-            est.estimate,
-            est.se,
-            op.products,
-            est.samples,
-            est.converged,
-            "hutchinson+deflation" if deflate > 0 else "hutchinson",
-        )
+            return exact_trace(op, block)
+        return hutchinson_trace(op, tol, max_iter, seed, criterion, deflate, block)
 
 
 def hessian_summary(
@@ -229,23 +127,12 @@ def hessian_summary(
     so the products spent on the eigenvalues also cut the trace's variance. -> (EigenResult, TraceResult)."""
     with curvature_mode(model):
         op = HessianOperator(model, loss_fn, batches, params, method=hvp_method)
-        vals, vecs, products, ok, kr = _top(op, k, "lanczos", tol, max_iter, seed)
+        vals, vecs, products, ok, kr = top_eigenpairs(op, k, "lanczos", tol, max_iter, seed)
         eig = EigenResult(vals, [[t.clone() for t in op.unflatten(v)] for v in vecs], products, ok, "lanczos", op.names)
-        m, exact_part = len(kr.alpha), float(np.sum(kr.alpha))
-        if m >= op.n:  # the Krylov space is the whole space: tr T is the trace
+        exact_part = float(np.sum(kr.alpha))
+        if len(kr.alpha) >= op.n:  # the Krylov space is the whole space: tr T is the trace
             return eig, TraceResult(exact_part, 0.0, op.products, 0, True, "exact")
-        est = lz.hutchinson(
-            op.matvec,
-            op.n,
-            trace_tol,
-            trace_max_iter,
-            _generator(op, seed + 1),
-            op.dtype,
-            op.device,
-            criterion,
-            basis=kr.basis[:m],
-            exact_part=exact_part,
-        )
+        est = krylov_trace(op, kr, trace_tol, trace_max_iter, seeded(op, seed + 1), criterion, block=None)
         return eig, TraceResult(est.estimate, est.se, op.products, est.samples, est.converged, "hutchinson+deflation")
 
 
@@ -264,7 +151,7 @@ def eigen_density(
         raise ValueError(f"steps={steps}, runs={runs}: both must be at least 1.")
     with curvature_mode(model):
         op = HessianOperator(model, loss_fn, batches, params, method=hvp_method)
-        nodes, weights, products = lz.slq(op.matvec, op.n, steps, runs, _generator(op, seed), op.dtype, op.device)
+        nodes, weights, products = slq(op, steps, runs, seeded(op, seed))
         return DensityResult(nodes, weights, products)
 
 
@@ -327,17 +214,11 @@ def per_block_sharpness(
 
 
 __all__ = [
-    "EigenResult",
-    "TraceResult",
-    "DensityResult",
-    "hvp",
-    "top_eigenvalues",
-    "hessian_trace",
-    "hessian_summary",
-    "eigen_density",
     "default_blocks",
+    "eigen_density",
+    "hessian_summary",
+    "hessian_trace",
+    "hvp",
     "per_block_sharpness",
-    "select_params",
+    "top_eigenvalues",
 ]
-
-# The registered probes (``hessian_top_eigs``, ``hessian_trace``, ``hessian_density``) register on import.

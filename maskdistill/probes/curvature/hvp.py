@@ -1,5 +1,5 @@
-"""Hessian-vector products of the mean loss over a fixed list of batches (PROBES.md, "Optimisation
-geometry"; paper Sec. 4, Eq. (3): Hv = ∂(gᵀv)/∂θ, Pearlmutter's trick).
+"""Hessian-vector products of the mean loss over a fixed list of batches (paper Sec. 4, Eq. (3):
+Hv = ∂(gᵀv)/∂θ, Pearlmutter's trick).
 
 :class:`HessianOperator` is the linear map v ↦ Hv on flat vectors over the selected parameters (a
 parameter filter restricts H to the diagonal block of e.g. one transformer block). Two ways:
@@ -170,29 +170,19 @@ class HessianOperator:
         if vs.ndim != 2 or vs.shape[1] != self.n:
             raise ValueError(f"vs has shape {tuple(vs.shape)}, expected (s, {self.n}).")
         if self.method == "reverse" and self.cache_graph and self._batched_ok:
-            grads = self._cached_graph()
-            keep = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
-            if not keep:
-                self.products += vs.shape[0]
-                return torch.zeros_like(vs)
             s = vs.shape[0]
             cols = [
                 c.reshape(s, *shape)
                 for c, shape in zip(torch.split(vs.to(self.dtype), self.numels, dim=1), self.shapes)
             ]
             try:
-                hv = torch.autograd.grad(
-                    [grads[i] for i in keep],
-                    self.params,
-                    grad_outputs=[cols[i] for i in keep],
-                    retain_graph=True,
-                    allow_unused=True,
-                    is_grads_batched=True,
-                )
+                hv = _second_backward(self._cached_graph(), cols, self.params, retain=True, batched=True)
             except RuntimeError:  # an op whose double backward vmap does not cover: one product at a time
                 self._batched_ok = False
             else:
                 self.products += s
+                if hv is None:
+                    return torch.zeros_like(vs)
                 return torch.cat(
                     [
                         torch.zeros(s, n, dtype=self.dtype, device=self.device) if h is None else h.reshape(s, -1)
@@ -209,20 +199,8 @@ class HessianOperator:
         return self._graph
 
     def _backward(self, grads: List[Optional[torch.Tensor]], v: torch.Tensor, retain: bool) -> torch.Tensor:
-        vs = self.unflatten(v)
-        # A gradient that does not depend on the parameters (the loss is linear in them) has no graph:
-        # its Hessian rows are zero.
-        keep = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
-        if not keep:
-            return torch.zeros_like(v)
-        hv = torch.autograd.grad(
-            [grads[i] for i in keep],
-            self.params,
-            grad_outputs=[vs[i] for i in keep],
-            retain_graph=retain,
-            allow_unused=True,
-        )
-        return self.flatten(hv)
+        hv = _second_backward(grads, self.unflatten(v), self.params, retain=retain, batched=False)
+        return torch.zeros_like(v) if hv is None else self.flatten(hv)
 
     def _forward_over_reverse(self, v: torch.Tensor) -> torch.Tensor:
         from torch.func import functional_call, grad, jvp
@@ -246,6 +224,29 @@ class HessianOperator:
     def release(self) -> None:
         """Free the cached gradient graph (the operator rebuilds it if used again)."""
         self._graph = None
+
+
+def _second_backward(
+    grads: Sequence[Optional[torch.Tensor]],
+    outputs: Sequence[torch.Tensor],
+    params: Sequence[nn.Parameter],
+    retain: bool,
+    batched: bool,
+) -> Optional[Tuple[Optional[torch.Tensor], ...]]:
+    """∂(gᵀv)/∂θ through the first-order graph, ``outputs`` (v, or rows of vs with ``batched``) shaped
+    like the parameters. A gradient that does not depend on the parameters (the loss is linear in
+    them) has no graph: its Hessian rows are zero, and None says that every one is."""
+    keep = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+    if not keep:
+        return None
+    return torch.autograd.grad(
+        [grads[i] for i in keep],
+        list(params),
+        grad_outputs=[outputs[i] for i in keep],
+        retain_graph=retain,
+        allow_unused=True,
+        is_grads_batched=batched,
+    )
 
 
 def _sum_opt(ts: Sequence[Optional[torch.Tensor]]) -> Optional[torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Two-dimensional loss landscapes (paper Sec. 4, Fig. 7a/b/d/e; PROBES.md, "Loss landscape"): the
+"""Two-dimensional loss landscapes (paper Sec. 4, Fig. 7a/b/d/e): the
 loss on θ + α v₁ + β v₂ over a grid (default 21×21 on [−0.5, 0.5]²).
 
 Directions: the unit top-2 Hessian eigenvectors (``"hessian"``, the paper's choice; no normalisation,

@@ -15,7 +15,8 @@ Each probe measures the mean cross-entropy over those batches in eval mode with 
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -25,11 +26,29 @@ from torch import nn
 from maskdistill.probes.core.registry import ProbeResult, register
 from maskdistill.probes.curvature.hessian import eigen_density, hessian_trace, per_block_sharpness, top_eigenvalues
 from maskdistill.probes.curvature.hvp import ParamFilter
+from maskdistill.probes.curvature.landscape import loss_landscape_2d
+
+
+@dataclass
+class _Setup:
+    """What every curvature probe measures on: the classifier, its loss, the fixed batches, the seed,
+    and the metadata they share."""
+
+    model: nn.Module
+    loss_fn: nn.Module
+    batches: List[Tuple[torch.Tensor, torch.Tensor]]
+    seed: int
+    meta: Dict[str, Any]
 
 
 def _setup(
-    ctx: Any, n_batches: int, batch_size: Optional[int], label_smoothing: Optional[float]
-) -> Tuple[nn.Module, nn.Module, List[Tuple[torch.Tensor, torch.Tensor]], Dict[str, Any]]:
+    ctx: Any,
+    n_batches: int,
+    batch_size: Optional[int],
+    label_smoothing: Optional[float],
+    seed: Optional[int],
+    params: ParamFilter,
+) -> _Setup:
     batch_size = int(batch_size or getattr(ctx, "batch_size", 64))
     if not hasattr(ctx, "labelled_batches"):
         raise TypeError(
@@ -41,6 +60,7 @@ def _setup(
     if not batches:
         raise ValueError("the probe context returned no labelled batches; the data folder has no labelled images.")
     ls = float(getattr(ctx, "label_smoothing", 0.0) if label_smoothing is None else label_smoothing)
+    seed = int(getattr(ctx, "seed", 0) if seed is None else seed)
     mine = {
         "loss": "cross-entropy",
         "label_smoothing": ls,
@@ -48,17 +68,20 @@ def _setup(
         "images": sum(int(x.shape[0]) for x, _ in batches),
         "n_batches": len(batches),
         "hessian_batch_size": batch_size,
+        "seed": seed,
+        "params": repr(params),
     }
     meta = ctx.meta(**mine) if callable(getattr(ctx, "meta", None)) else mine
-    return ctx.model, nn.CrossEntropyLoss(label_smoothing=ls), batches, meta
-
-
-def _seed(ctx: Any, seed: Optional[int]) -> int:
-    return int(getattr(ctx, "seed", 0) if seed is None else seed)
+    return _Setup(ctx.model, nn.CrossEntropyLoss(label_smoothing=ls), batches, seed, meta)
 
 
 def _name(ctx: Any) -> str:
     return str(getattr(ctx, "name", None) or "model")
+
+
+def _padded(runs: Sequence[np.ndarray], width: int) -> np.ndarray:
+    """Runs of different lengths -> (runs, width), NaN-padded."""
+    return np.stack([np.pad(np.asarray(x, float), (0, width - len(x)), constant_values=np.nan) for x in runs])
 
 
 @register("hessian_top_eigs", needs=("classifier", "labels"), figure="Fig. 7 (λ1, λ2)")
@@ -77,28 +100,19 @@ def hessian_top_eigs(
 ) -> ProbeResult:
     """Top-k Hessian eigenvalues by magnitude (sign kept) of the whole network (block "all") and,
     with ``per_block``, of each block's diagonal Hessian block."""
-    model, loss_fn, batches, meta = _setup(ctx, n_batches, batch_size, label_smoothing)
-    seed = _seed(ctx, seed)
+    s = _setup(ctx, n_batches, batch_size, label_smoothing, seed, params)
     res = top_eigenvalues(
-        model, loss_fn, batches, k=k, method=method, tol=tol, max_iter=max_iter, params=params, seed=seed
+        s.model, s.loss_fn, s.batches, k=k, method=method, tol=tol, max_iter=max_iter, params=params, seed=s.seed
     )
     rows = [dict(block="all", metric="eigenvalue", index=i, value=v) for i, v in enumerate(res.eigenvalues)]
     rows.append(dict(block="all", metric="products", index=0, value=float(res.products)))
     table = pd.DataFrame(rows)
     if per_block:
-        pb = per_block_sharpness(model, loss_fn, batches, k=k, tol=tol, trace=False, seed=seed)
+        pb = per_block_sharpness(s.model, s.loss_fn, s.batches, k=k, tol=tol, trace=False, seed=s.seed)
         table = pd.concat([table, pb[["block", "metric", "index", "value"]]], ignore_index=True)
-    meta.update(
-        k=k,
-        method=method,
-        tol=tol,
-        seed=seed,
-        converged=res.converged,
-        products=res.products,
-        params=repr(params),
-        order="by magnitude, sign kept",
-    )
-    return ProbeResult("hessian_top_eigs", _name(ctx), table, meta)
+    s.meta.update(k=k, method=method, tol=tol, converged=res.converged, products=res.products)
+    s.meta["order"] = "by magnitude, sign kept"
+    return ProbeResult("hessian_top_eigs", _name(ctx), table, s.meta)
 
 
 @register("hessian_trace", needs=("classifier", "labels"), figure="Fig. 7f")
@@ -115,9 +129,10 @@ def hessian_trace_probe(
     label_smoothing: Optional[float] = None,
 ) -> ProbeResult:
     """Hutchinson's trace with its standard error and 95 % interval (stops at SE ≤ tol·|trace|)."""
-    model, loss_fn, batches, meta = _setup(ctx, n_batches, batch_size, label_smoothing)
-    seed = _seed(ctx, seed)
-    tr = hessian_trace(model, loss_fn, batches, tol=tol, max_iter=max_iter, params=params, seed=seed, deflate=deflate)
+    s = _setup(ctx, n_batches, batch_size, label_smoothing, seed, params)
+    tr = hessian_trace(
+        s.model, s.loss_fn, s.batches, tol=tol, max_iter=max_iter, params=params, seed=s.seed, deflate=deflate
+    )
     lo, hi = tr.ci95
     rows = [
         dict(block="all", metric=m, value=v)
@@ -131,19 +146,11 @@ def hessian_trace_probe(
     ]
     table = pd.DataFrame(rows)
     if per_block:
-        pb = per_block_sharpness(model, loss_fn, batches, k=1, trace=True, trace_tol=tol, seed=seed)
+        pb = per_block_sharpness(s.model, s.loss_fn, s.batches, k=1, trace=True, trace_tol=tol, seed=s.seed)
         table = pd.concat([table, pb[pb.metric != "eigenvalue"][["block", "metric", "value"]]], ignore_index=True)
-    meta.update(
-        tol=tol,
-        criterion="se",
-        seed=seed,
-        deflate=deflate,
-        converged=tr.converged,
-        samples=tr.samples,
-        method=tr.method,
-        params=repr(params),
-    )
-    return ProbeResult("hessian_trace", _name(ctx), table, meta)
+    s.meta.update(tol=tol, criterion="se", deflate=deflate, converged=tr.converged, samples=tr.samples)
+    s.meta["method"] = tr.method
+    return ProbeResult("hessian_trace", _name(ctx), table, s.meta)
 
 
 @register("hessian_density", needs=("classifier", "labels"), figure="eigenvalue density (PyHessian)")
@@ -161,25 +168,15 @@ def hessian_density(
 ) -> ProbeResult:
     """Spectral density by stochastic Lanczos quadrature; the table holds the broadened density on a
     grid, the arrays the raw nodes and weights (runs, steps)."""
-    model, loss_fn, batches, meta = _setup(ctx, n_batches, batch_size, label_smoothing)
-    seed = _seed(ctx, seed)
-    dens = eigen_density(model, loss_fn, batches, steps=steps, runs=runs, params=params, seed=seed)
+    s = _setup(ctx, n_batches, batch_size, label_smoothing, seed, params)
+    dens = eigen_density(s.model, s.loss_fn, s.batches, steps=steps, runs=runs, params=params, seed=s.seed)
     grid, values = dens.on_grid(num_points, sigma_squared)
     table = pd.DataFrame({"eigenvalue": grid, "metric": "density", "value": values})
     width = max(len(x) for x in dens.nodes)
-    pad = lambda xs: np.stack([np.pad(np.asarray(x, float), (0, width - len(x)), constant_values=np.nan) for x in xs])
-    meta.update(
-        steps=steps,
-        runs=runs,
-        seed=seed,
-        products=dens.products,
-        sigma_squared=sigma_squared,
-        broadening="Gaussian, variance sigma_squared*max(1, range) (PyHessian)",
-        params=repr(params),
-    )
-    return ProbeResult(
-        "hessian_density", _name(ctx), table, meta, {"nodes": pad(dens.nodes), "weights": pad(dens.weights)}
-    )
+    s.meta.update(steps=steps, runs=runs, products=dens.products, sigma_squared=sigma_squared)
+    s.meta["broadening"] = "Gaussian, variance sigma_squared*max(1, range) (PyHessian)"
+    arrays = {"nodes": _padded(dens.nodes, width), "weights": _padded(dens.weights, width)}
+    return ProbeResult("hessian_density", _name(ctx), table, s.meta, arrays)
 
 
 @register("loss_landscape_2d", needs=("classifier", "labels"), figure="Fig. 7a/b/d/e")
@@ -196,28 +193,14 @@ def loss_landscape_probe(
     label_smoothing: Optional[float] = None,
 ) -> ProbeResult:
     """Loss on θ + α v1 + β v2 (top-2 Hessian eigenvectors, or filter-normalised random directions)."""
-    from maskdistill.probes.curvature.landscape import (
-        loss_landscape_2d,  # lazy: landscape imports hessian, which imports us
-    )
-
-    model, loss_fn, batches, meta = _setup(ctx, n_batches, batch_size, label_smoothing)
-    seed = _seed(ctx, seed)
+    s = _setup(ctx, n_batches, batch_size, label_smoothing, seed, params)
     ls = loss_landscape_2d(
-        model, loss_fn, batches, directions=directions, grid=grid, span=span, params=params, seed=seed, tol=tol
+        s.model, s.loss_fn, s.batches, directions=directions, grid=grid, span=span, params=params, seed=s.seed, tol=tol
     )
-    meta.update(
-        directions=directions,
-        grid=grid,
-        span=span,
-        seed=seed,
-        eigenvalues=ls.eigenvalues,
-        products=ls.products,
-        params=repr(params),
-        normalisation="none (unit eigenvectors)" if directions == "hessian" else "per-row filter norm",
-    )
-    return ProbeResult(
-        "loss_landscape_2d", _name(ctx), ls.to_frame(), meta, {"alpha": ls.alpha, "beta": ls.beta, "loss": ls.loss}
-    )
+    s.meta.update(directions=directions, grid=grid, span=span, eigenvalues=ls.eigenvalues, products=ls.products)
+    s.meta["normalisation"] = "none (unit eigenvectors)" if directions == "hessian" else "per-row filter norm"
+    arrays = {"alpha": ls.alpha, "beta": ls.beta, "loss": ls.loss}
+    return ProbeResult("loss_landscape_2d", _name(ctx), ls.to_frame(), s.meta, arrays)
 
 
 __all__ = ["hessian_top_eigs", "hessian_trace_probe", "hessian_density", "loss_landscape_probe"]

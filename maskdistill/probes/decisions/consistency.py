@@ -1,5 +1,5 @@
-"""Error consistency (Geirhos, Meding & Wichmann 2020; paper App. C, Fig. 12; ``docs/PROBES.md``,
-"Decisions"): Cohen's kappa on trial-by-trial correctness of two observers on the *same* trials.
+"""Error consistency (Geirhos, Meding & Wichmann 2020; paper App. C, Fig. 12): Cohen's kappa on the
+trial-by-trial correctness of two observers on the *same* trials.
 
 With accuracies p1, p2: c_exp = p1 p2 + (1 - p1)(1 - p2); c_obs = fraction of trials where both are
 right or both are wrong; kappa = (c_obs - c_exp) / (1 - c_exp), and kappa = 1 when c_obs = 1.

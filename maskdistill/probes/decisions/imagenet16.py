@@ -1,9 +1,9 @@
 """Decision mappings: from a classifier's logits to a decision among the data's categories (paper
-Sec. 5 and App. C, Figs. 8a, 11, 12; ``docs/PROBES.md``, "Decisions").
+Sec. 5 and App. C, Figs. 8a, 11, 12).
 
 - **16-class ImageNet** (Geirhos et al. 2018/2019/2021): softmax over the 1000 ImageNet-1k logits,
   then per category the **mean** probability over that category's ImageNet indices (207 indices in
-  all), arg-max. The mapping ships as ``probes/data/imagenet16.json`` (its ``source`` field names the
+  all), arg-max. The mapping ships as ``probes/decisions/data/imagenet16.json`` (its ``source`` field names the
   origin: model-vs-human's / texture-vs-shape's category definitions).
 - **Direct**: a classifier trained on the data's own label set (the built-in data) decides by arg-max
   over its logits, reordered by class name when the orders differ.
@@ -33,7 +33,7 @@ def imagenet16() -> Dict[str, object]:
     n = sum(len(c["imagenet_indices"]) for c in data["categories"])
     if len(data["categories"]) != 16 or n != data["num_indices"]:
         raise RuntimeError(
-            f"corrupt probes/data/imagenet16.json: {len(data['categories'])} categories, "
+            f"corrupt probes/decisions/data/imagenet16.json: {len(data['categories'])} categories, "
             f"{n} indices (expected 16 and {data['num_indices']}); reinstall maskdistill."
         )
     return data

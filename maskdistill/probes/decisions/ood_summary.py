@@ -22,7 +22,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import pandas as pd
 
-from maskdistill.probes.decisions.consistency import consistency_from_correct
+from maskdistill.probes.decisions.consistency import Consistency, consistency_from_correct
 from maskdistill.probes.decisions.responses import condition_key, is_human
 
 # The undistorted condition of each parametric dataset, in model-vs-human's spelling of its files.
@@ -128,6 +128,65 @@ def dataset_accuracy(responses: pd.DataFrame, excluded: Optional[pd.DataFrame] =
     return pd.concat([g.mean().rename("accuracy"), g.size().rename("n_trials")], axis=1).reset_index()
 
 
+PAIR_COLUMNS = (
+    "observer",
+    "human",
+    "dataset",
+    "condition",
+    "kappa",
+    "observed",
+    "expected",
+    "accuracy_observer",
+    "accuracy_human",
+    "accuracy_difference",
+    "n_trials",
+)
+
+
+def _pair_row(observer: str, human: str, dataset: str, condition: str, c: Consistency) -> Dict[str, object]:
+    return {
+        "observer": observer,
+        "human": human,
+        "dataset": dataset,
+        "condition": condition,
+        "kappa": c.kappa,
+        "observed": c.observed,
+        "expected": c.expected,
+        "accuracy_observer": c.accuracy_a,
+        "accuracy_human": c.accuracy_b,
+        "accuracy_difference": (c.accuracy_a - c.accuracy_b) ** 2,
+        "n_trials": c.n_trials,
+    }
+
+
+def _dataset_pairs(ds: str, h_ds: pd.DataFrame, o_ds: pd.DataFrame, human_pairs: bool) -> List[Dict[str, object]]:
+    """The pairs rows of dataset ``ds``: its humans ``h_ds`` and other observers ``o_ds`` (with keys)."""
+    names = {k: v for k, v in zip(h_ds["cond"], h_ds["condition"])}
+    wide_h = h_ds.pivot_table(index=["cond", "image_id"], columns="subj", values="correct", aggfunc="first")
+    wide_o = (
+        o_ds.pivot_table(index=["cond", "image_id"], columns="subj", values="correct", aggfunc="first")
+        if len(o_ds)
+        else None
+    )
+    hs = list(wide_h.columns)
+    pairs = [(wide_o, o, h) for o in (wide_o.columns if wide_o is not None else []) for h in hs]
+    if human_pairs:
+        pairs += [(wide_h, a, b) for a, b in combinations(hs, 2)]
+    rows = []
+    for cond in sorted(wide_h.index.get_level_values(0).unique()):
+        hc = wide_h.xs(cond, level=0)
+        for src, o, h in pairs:
+            if cond not in src.index.get_level_values(0):
+                continue
+            oc = src.xs(cond, level=0)[o].dropna()
+            both = oc.index.intersection(hc[h].dropna().index)
+            if len(both) == 0:
+                continue
+            c = consistency_from_correct(oc.loc[both].to_numpy(bool), hc[h].loc[both].to_numpy(bool))
+            rows.append(_pair_row(o, h, ds, names[cond], c))
+    return rows
+
+
 def pairwise_consistency(
     observers: Optional[pd.DataFrame], humans: pd.DataFrame, human_pairs: bool = True
 ) -> pd.DataFrame:
@@ -139,59 +198,8 @@ def pairwise_consistency(
     obs = _with_keys(observers) if observers is not None and len(observers) else hum.iloc[:0]
     rows = []
     for ds in sorted(hum["dataset"].unique()):
-        h_ds, o_ds = hum.loc[hum["dataset"] == ds], obs.loc[obs["dataset"] == ds]
-        names = {k: v for k, v in zip(h_ds["cond"], h_ds["condition"])}
-        wide_h = h_ds.pivot_table(index=["cond", "image_id"], columns="subj", values="correct", aggfunc="first")
-        wide_o = (
-            o_ds.pivot_table(index=["cond", "image_id"], columns="subj", values="correct", aggfunc="first")
-            if len(o_ds)
-            else None
-        )
-        hs = list(wide_h.columns)
-        pairs = [(wide_o, o, h) for o in (wide_o.columns if wide_o is not None else []) for h in hs]
-        if human_pairs:
-            pairs += [(wide_h, a, b) for a, b in combinations(hs, 2)]
-        for cond in sorted(wide_h.index.get_level_values(0).unique()):
-            hc = wide_h.xs(cond, level=0)
-            for src, o, h in pairs:
-                if cond not in src.index.get_level_values(0):
-                    continue
-                oc = src.xs(cond, level=0)[o].dropna()
-                both = oc.index.intersection(hc[h].dropna().index)
-                if len(both) == 0:
-                    continue
-                c = consistency_from_correct(oc.loc[both].to_numpy(bool), hc[h].loc[both].to_numpy(bool))
-                rows.append(
-                    {
-                        "observer": o,
-                        "human": h,
-                        "dataset": ds,
-                        "condition": names[cond],
-                        "kappa": c.kappa,
-                        "observed": c.observed,
-                        "expected": c.expected,
-                        "accuracy_observer": c.accuracy_a,
-                        "accuracy_human": c.accuracy_b,
-                        "accuracy_difference": (c.accuracy_a - c.accuracy_b) ** 2,
-                        "n_trials": c.n_trials,
-                    }
-                )
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "observer",
-            "human",
-            "dataset",
-            "condition",
-            "kappa",
-            "observed",
-            "expected",
-            "accuracy_observer",
-            "accuracy_human",
-            "accuracy_difference",
-            "n_trials",
-        ],
-    )
+        rows += _dataset_pairs(ds, hum.loc[hum["dataset"] == ds], obs.loc[obs["dataset"] == ds], human_pairs)
+    return pd.DataFrame(rows, columns=list(PAIR_COLUMNS))
 
 
 def summarise(pairs: pd.DataFrame, responses: pd.DataFrame, excluded: Optional[pd.DataFrame] = None) -> pd.DataFrame:

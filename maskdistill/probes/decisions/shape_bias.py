@@ -1,5 +1,4 @@
-"""Shape bias on cue-conflict images (Geirhos et al. 2019; paper Sec. 5, Figs. 8a and 11;
-``docs/PROBES.md``, "Decisions").
+"""Shape bias on cue-conflict images (Geirhos et al. 2019; paper Sec. 5, Figs. 8a and 11).
 
 A cue-conflict image ``<shape><i>-<texture><j>.png`` carries the shape of one category and the texture
 of another. Images whose two cues agree (80 of the 1,280) are dropped; of the remaining trials,

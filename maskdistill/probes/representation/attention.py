@@ -1,10 +1,10 @@
 """Registered attention probes (paper Sec. 3): ``attention_map`` (Fig. 2), ``attention_distance``
 (Fig. 3a), ``attention_entropy`` (Fig. 10), ``attention_nmi`` (Fig. 6a).
 
-Definitions are docs/PROBES.md's "Attention" section, computed by ``probes/functional.py`` inside
-the one shared streaming pass (``probes/shared_pass.py``): prefix tokens dropped and rows
-renormalised, statistics in float32 and summed in float64, per (layer, head) the mean over queries
-and images; the per-layer value is the mean over heads. Layer i (1..depth) is block i's attention.
+All four read the ``"attention"`` group of the one shared streaming pass: post-softmax attention,
+prefix tokens dropped and rows renormalised, statistics in float32 and summed in float64, per
+(layer, head) the mean over queries, then over images; the per-layer value is the mean over heads.
+Layer i (1..depth) is block i's attention.
 
 Tables (tidy, one row per number): ``layer``, ``head`` (empty for per-layer rows), ``metric``,
 ``value``.
@@ -20,8 +20,15 @@ import pandas as pd
 import torch
 
 from maskdistill.probes.core.registry import ProbeResult, register
-from maskdistill.probes.core.shared_pass import MapRequest, SharedStats
-from maskdistill.probes.representation import functional as F
+from maskdistill.probes.core.shared_pass import SharedStats
+from maskdistill.probes.representation.attention_accumulators import (
+    ATTENTION,
+    ATTENTION_MAPS,
+    AttentionStats,
+    KeptMaps,
+    MapRequest,
+)
+from maskdistill.probes.representation.attention_stats import patch_distances
 
 CONVENTIONS = (
     "post-softmax attention; prefix (CLS/register) rows and columns dropped, rows renormalised "
@@ -45,18 +52,9 @@ def _per_head(stats: SharedStats, sums: torch.Tensor, metric: str, scale: float 
     return rows
 
 
-def _meta(ctx: Any, stats: SharedStats, **extra: Any) -> dict:
+def _meta(ctx: Any, stats: SharedStats, heads: int, **extra: Any) -> dict:
     return ctx.meta(
-        images=stats.n_images,
-        depth=stats.depth,
-        heads=stats.heads,
-        grid=list(stats.grid),
-        patch_size=stats.patch_size,
-        num_prefix=stats.num_prefix,
-        conventions=CONVENTIONS,
-        layers="1..depth: attention of block i",
-        seconds_shared_pass=round(stats.seconds, 3),
-        **extra,
+        **stats.describe(), heads=heads, conventions=CONVENTIONS, layers="1..depth: attention of block i", **extra
     )
 
 
@@ -64,54 +62,88 @@ def _table(rows: List[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["layer", "head", "metric", "value"])
 
 
-@register("attention_distance", needs=("attention",), figure="Fig. 3a")
+def _attention(ctx: Any) -> Tuple[SharedStats, AttentionStats]:
+    st = ctx.shared_pass(ATTENTION)
+    return st, st.group(ATTENTION)
+
+
+@register("attention_distance", needs=("attention",), figure="Fig. 3a", shared=ATTENTION)
 def attention_distance(ctx: Any) -> ProbeResult:
     """Average attention distance in input pixels per layer and head: mean_q sum_k A[q,k] D[q,k],
     D the Euclidean distance between patch centres times the patch size."""
-    st = ctx.shared_pass("attention")
+    st, att = _attention(ctx)
     return ProbeResult(
         "attention_distance",
         ctx.name,
-        _table(_per_head(st, st.distance, "attention_distance")),
+        _table(_per_head(st, att.distance, "attention_distance")),
         _meta(
             ctx,
             st,
+            att.heads,
             unit="pixels of the model's input",
             max_distance=float(st.patch_size * math.hypot(st.grid[0] - 1, st.grid[1] - 1)),
         ),
     )
 
 
-@register("attention_entropy", needs=("attention",), figure="Fig. 10")
+@register("attention_entropy", needs=("attention",), figure="Fig. 10", shared=ATTENTION)
 def attention_entropy(ctx: Any) -> ProbeResult:
     """Attention entropy per layer and head, -sum_k A log A (nats), and divided by log N."""
-    st = ctx.shared_pass("attention")
+    st, att = _attention(ctx)
     n = st.grid[0] * st.grid[1]
-    rows = _per_head(st, st.entropy, "attention_entropy") + _per_head(
-        st, st.entropy, "attention_entropy_normalized", 1.0 / math.log(n)
+    rows = _per_head(st, att.entropy, "attention_entropy") + _per_head(
+        st, att.entropy, "attention_entropy_normalized", 1.0 / math.log(n)
     )
     return ProbeResult(
         "attention_entropy",
         ctx.name,
         _table(rows),
-        _meta(ctx, st, unit="nats (natural log); normalized: divided by log N", log_n=math.log(n)),
+        _meta(ctx, st, att.heads, unit="nats (natural log); normalized: divided by log N", log_n=math.log(n)),
     )
 
 
-@register("attention_nmi", needs=("attention",), figure="Fig. 6a")
+@register("attention_nmi", needs=("attention",), figure="Fig. 6a", shared=ATTENTION)
 def attention_nmi(ctx: Any) -> ProbeResult:
     """Normalised mutual information between queries and keys per layer and head (per image,
     p(k) the marginal of that image; NMI = I / sqrt(H(q) H(k)); mean over images)."""
-    st = ctx.shared_pass("attention")
+    st, att = _attention(ctx)
     return ProbeResult(
         "attention_nmi",
         ctx.name,
-        _table(_per_head(st, st.nmi, "attention_nmi")),
-        _meta(ctx, st, normalisation="I(q;k) / sqrt(H(q) H(k)), H(q) = log N; 0 when H(k) = 0"),
+        _table(_per_head(st, att.nmi, "attention_nmi")),
+        _meta(ctx, st, att.heads, normalisation="I(q;k) / sqrt(H(q) H(k)), H(q) = log N; 0 when H(k) = 0"),
     )
 
 
-@register("attention_map", needs=("attention",), figure="Fig. 2")
+def _kept_maps(ctx: Any, req: MapRequest) -> Tuple[SharedStats, KeptMaps]:
+    """The maps of ``req``: kept by the shared pass (run now, keeping them, if it has not run yet),
+    else -- when it kept other maps -- from a short pass over the requested images only."""
+    st = ctx.shared_pass(ATTENTION, request=req)
+    kept = st.group(ATTENTION).maps
+    if kept.request == req:
+        return st, kept
+    st = ctx.images_pass(ATTENTION_MAPS, req)
+    return st, st.group(ATTENTION_MAPS)
+
+
+def _map_rows(maps: np.ndarray, kept: List[int], res: MapRequest, st: SharedStats) -> List[dict]:
+    """Per map (image, layer, head, query): its weight on the query patch, its distance and entropy."""
+    d = patch_distances(st.grid, st.patch_size, dtype=torch.float64).numpy()  # (N, N)
+    rows = []
+    for a, img in enumerate(kept):
+        for bi, b in enumerate(res.blocks):
+            for h in range(maps.shape[2]):
+                for qi, (c, r) in enumerate(res.queries):
+                    m = maps[a, bi, h, qi].astype(np.float64).ravel()  # (N,)
+                    q = r * st.grid[1] + c
+                    ent = float(torch.special.entr(torch.from_numpy(m)).sum())
+                    where = dict(image=img, layer=b + 1, head=h, query_col=c, query_row=r)
+                    values = {"weight_at_query": m[q], "map_distance": float(m @ d[q]), "map_entropy": ent}
+                    rows += [dict(where, metric=metric, value=float(v)) for metric, v in values.items()]
+    return rows
+
+
+@register("attention_map", needs=("attention",), figure="Fig. 2", shared=ATTENTION)
 def attention_map(
     ctx: Any,
     images: Sequence[int] = (0, 1, 2, 3),
@@ -126,57 +158,36 @@ def attention_map(
     req = MapRequest(
         tuple(int(i) for i in images), blocks, None if queries is None else tuple((int(c), int(r)) for c, r in queries)
     )
-    st = ctx.attention_maps(req)
-    res = st.maps
-    kept = [i for i in res.images if i in st.map_images]
+    st, found = _kept_maps(ctx, req)
+    res = found.resolved
+    kept = [i for i in res.images if i in st.kept_images]
     if not kept:
         raise ValueError(
             f"no attention map kept: image(s) {list(res.images)} lie beyond the {st.n_images} "
             f"analysed images; raise --images or pick images below it."
         )
-    maps = np.stack([np.stack([st.map_values[(i, b)] for b in res.blocks]) for i in kept])  # (I, L, H, Q, r, c)
-    d = F.patch_distances(st.grid, st.patch_size, dtype=torch.float64).numpy()  # (N, N)
-    rows = []
-    for a, img in enumerate(kept):
-        for bi, b in enumerate(res.blocks):
-            for h in range(maps.shape[2]):
-                for qi, (c, r) in enumerate(res.queries):
-                    m = maps[a, bi, h, qi].astype(np.float64).ravel()  # (N,)
-                    q = r * st.grid[1] + c
-                    ent = float(torch.special.entr(torch.from_numpy(m)).sum())
-                    for metric, v in (
-                        ("weight_at_query", m[q]),
-                        ("map_distance", float(m @ d[q])),
-                        ("map_entropy", ent),
-                    ):
-                        rows.append(
-                            dict(
-                                image=img, layer=b + 1, head=h, query_col=c, query_row=r, metric=metric, value=float(v)
-                            )
-                        )
-    table = pd.DataFrame(rows, columns=["image", "layer", "head", "query_col", "query_row", "metric", "value"])
+    maps = np.stack([np.stack([found.values[(i, b)] for b in res.blocks]) for i in kept])  # (I, L, H, Q, r, c)
+    table = pd.DataFrame(
+        _map_rows(maps, kept, res, st), columns=["image", "layer", "head", "query_col", "query_row", "metric", "value"]
+    )
     arrays = {
         "maps": maps,
-        "images": np.stack([st.map_images[i] for i in kept]),
+        "images": np.stack([st.kept_images[i] for i in kept]),
         "image_index": np.asarray(kept),
         "layers": np.asarray(res.blocks) + 1,
         "queries": np.asarray(res.queries, dtype=np.int64).reshape(-1, 2),
     }
-    return ProbeResult(
-        "attention_map",
-        ctx.name,
-        table,
-        _meta(
-            ctx,
-            st,
-            images_kept=kept,
-            map_layers=[b + 1 for b in res.blocks],
-            queries=[list(q) for q in res.queries],
-            query_convention="(column i, row j): row j*cols + i of the renormalised attention; "
-            "the query box is the PxP square at pixel (P*i, P*j)",
-        ),
-        arrays,
+    meta = _meta(
+        ctx,
+        st,
+        found.heads,
+        images_kept=kept,
+        map_layers=[b + 1 for b in res.blocks],
+        queries=[list(q) for q in res.queries],
+        query_convention="(column i, row j): row j*cols + i of the renormalised attention; "
+        "the query box is the PxP square at pixel (P*i, P*j)",
     )
+    return ProbeResult("attention_map", ctx.name, table, meta, arrays)
 
 
 __all__ = ["attention_distance", "attention_entropy", "attention_nmi", "attention_map", "CONVENTIONS"]

@@ -1,10 +1,12 @@
 """Registered representation probes (paper Secs. 3-4): ``feature_fourier`` (Fig. 3b),
 ``token_singular_values`` (Figs. 4, 6b) and ``image_singular_values`` (Figs. 5, 6c).
 
-Definitions are docs/PROBES.md's "Feature spectra" section, computed by ``probes/functional.py``
-on the residual stream inside the one shared streaming pass (``probes/shared_pass.py``): prefix
-tokens dropped; layer 0 is the patch embedding (+ position embedding), layer i the output of block
-i, before the final norm. Spectra in float64.
+They read the residual stream's groups of the one shared streaming pass: prefix tokens dropped;
+layer 0 is the patch embedding (+ position embedding), layer i the output of block i, before the
+final norm. Fourier amplitudes: log(|FFT2| + 1e-6) of each channel's token map, zero frequency
+centred, mean of logs over channels and images, along the diagonal (k, k), minus k = 0. Spectra:
+relative log singular values log s_i - log s_1 of the centred features (or of their covariance,
+exactly twice those), first min(n - 1, C) kept, in float64.
 
 Tables (tidy): ``layer``, ``index`` (frequency k or singular value index i; empty for per-layer
 scalars), ``metric``, ``value``.
@@ -19,23 +21,14 @@ import pandas as pd
 
 from maskdistill.probes.core.registry import ProbeResult, register
 from maskdistill.probes.core.shared_pass import SharedStats
-from maskdistill.probes.representation.functional import SPECTRUM_OF
+from maskdistill.probes.representation.feature_spectra import SPECTRUM_OF
+from maskdistill.probes.representation.token_accumulators import FOURIER, IMAGE_SPECTRUM, TOKEN_SPECTRUM
 
 LAYERS = "0 = patch embedding + position embedding, i = output of block i; before the final norm"
 
 
 def _meta(ctx: Any, st: SharedStats, **extra: Any) -> dict:
-    return ctx.meta(
-        images=st.n_images,
-        depth=st.depth,
-        grid=list(st.grid),
-        patch_size=st.patch_size,
-        num_prefix=st.num_prefix,
-        layers=LAYERS,
-        prefix="dropped",
-        seconds_shared_pass=round(st.seconds, 3),
-        **extra,
-    )
+    return ctx.meta(**st.describe(), layers=LAYERS, prefix="dropped", **extra)
 
 
 def _curve_rows(curves: np.ndarray, metric: str, scalar_metric: str, scalars: np.ndarray) -> List[dict]:
@@ -58,13 +51,13 @@ def _check_of(of: str) -> None:
         raise ValueError(f"of={of!r}: use 'covariance' (Park et al.'s convention, the default) or 'features'.")
 
 
-@register("feature_fourier", needs=("tokens",), figure="Fig. 3b")
+@register("feature_fourier", needs=("tokens",), figure="Fig. 3b", shared=FOURIER)
 def feature_fourier(ctx: Any) -> ProbeResult:
     """Relative log amplitude of the 2-D Fourier transform of the patch-token maps per layer: the
     curve over diagonal frequencies (k, k), k = 0..ceil(L/2)-1, minus k = 0, and the per-layer
     scalar at the highest kept frequency (Fig. 3b's Δ log amplitude)."""
-    st = ctx.shared_pass("fourier")
-    mean = (st.fourier / st.n_images).numpy()  # (depth + 1, K) mean log amplitude
+    st = ctx.shared_pass(FOURIER)
+    mean = (st.group(FOURIER) / st.n_images).numpy()  # (depth + 1, K) mean log amplitude
     rel = mean - mean[:, :1]
     rows = _curve_rows(rel, "relative_log_amplitude", "high_freq_relative_log_amplitude", rel[:, -1])
     return ProbeResult(
@@ -102,14 +95,14 @@ def _spectrum_result(ctx: Any, st: SharedStats, probe: str, rel: np.ndarray, of:
     )
 
 
-@register("token_singular_values", needs=("tokens",), figure="Figs. 4, 6b")
+@register("token_singular_values", needs=("tokens",), figure="Figs. 4, 6b", shared=TOKEN_SPECTRUM)
 def token_singular_values(ctx: Any, of: str = "covariance") -> ProbeResult:
     """Token-level relative log singular value spectrum per layer: per image the N patch tokens
     (N, C) centred over tokens, spectra averaged over images; ``of`` the covariance (default) or the
     features."""
     _check_of(of)
-    st = ctx.shared_pass("token_spectrum")
-    rel = (st.token_spectrum / st.n_images).numpy() * (2.0 if of == "covariance" else 1.0)  # (depth + 1, K)
+    st = ctx.shared_pass(TOKEN_SPECTRUM)
+    rel = (st.group(TOKEN_SPECTRUM) / st.n_images).numpy() * (2.0 if of == "covariance" else 1.0)  # (depth + 1, K)
     return _spectrum_result(
         ctx,
         st,
@@ -120,13 +113,13 @@ def token_singular_values(ctx: Any, of: str = "covariance") -> ProbeResult:
     )
 
 
-@register("image_singular_values", needs=("tokens",), figure="Figs. 5, 6c")
+@register("image_singular_values", needs=("tokens",), figure="Figs. 5, 6c", shared=IMAGE_SPECTRUM)
 def image_singular_values(ctx: Any, of: str = "covariance") -> ProbeResult:
     """Image-level relative log singular value spectrum per layer: the global-average-pooled patch
     tokens of all analysed images (n, C), centred over images (merged batch by batch in float64)."""
     _check_of(of)
-    st = ctx.shared_pass("image_spectrum")
-    rel = np.stack([acc.spectrum(of).cpu().numpy() for acc in st.image_accumulators])  # (depth + 1, K)
+    st = ctx.shared_pass(IMAGE_SPECTRUM)
+    rel = np.stack([acc.spectrum(of).cpu().numpy() for acc in st.group(IMAGE_SPECTRUM)])  # (depth + 1, K)
     return _spectrum_result(
         ctx,
         st,

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
+from matplotlib.axes import Axes
 
 from maskdistill.probes.core.registry import ProbeResult
+from maskdistill.report.plots.lines import Extra, LayerLines
 from maskdistill.report.registry import figure, section
-from maskdistill.report.style import plt, save
+from maskdistill.report.style import plt, safe_name, save_figure
 
 section(
     "attention",
@@ -23,85 +25,57 @@ section(
 )
 
 
-def _per_layer_plot(
-    results: Dict[str, ProbeResult],
-    colors: Dict[str, str],
-    metric: str,
-    ylabel: str,
-    title: str,
-    figdir: Path,
-    name: str,
-    heads: bool = True,
-) -> List[Path]:
-    fig, ax = plt.subplots(figsize=(5.0, 3.6))
-    drawn = False
-    for model, res in results.items():
-        t = res.table
-        mean = t[t.metric == f"{metric}_layer_mean"].sort_values("layer")
-        if mean.empty:
-            continue
-        drawn = True
-        if heads:
-            h = t[t.metric == metric]
-            jitter = (h["head"].to_numpy(float) / max(float(h["head"].max() or 1), 1.0) - 0.5) * 0.25
-            ax.scatter(
-                h["layer"].to_numpy(float) + jitter, h["value"], s=9, color=colors[model], alpha=0.35, linewidths=0
-            )
-        ax.plot(mean["layer"], mean["value"], "o-", color=colors[model], label=model, ms=4)
-    if not drawn:
-        plt.close(fig)
-        return []
-    ax.set_xlabel("layer (block)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save(fig, figdir, name)
+def _heads(metric: str) -> Extra:
+    """Each head's value (the rows of ``metric``) as a small dot, spread a little around its layer
+    so that the heads of one layer stay apart."""
+
+    def draw(ax: Axes, res: ProbeResult, color: str) -> None:
+        h = res.table[res.table.metric == metric]
+        jitter = (h["head"].to_numpy(float) / max(float(h["head"].max() or 1), 1.0) - 0.5) * 0.25
+        ax.scatter(h["layer"].to_numpy(float) + jitter, h["value"], s=9, color=color, alpha=0.35, linewidths=0)
+
+    return draw
 
 
-@figure(
-    "attention_distance",
-    section="attention",
-    order=20,
-    title="Fig. 3a: average attention distance per layer (pixels of the model's input)",
-)
-def plot_distance(results: Dict[str, ProbeResult], colors: Dict[str, str], figdir: Path) -> List[Path]:
-    return _per_layer_plot(
-        results,
-        colors,
+# (probe, report order, report caption, figure file, y label, plot title). A probe's table holds each
+# head's value per layer as metric ``<probe>`` and the mean over heads as ``<probe>_layer_mean``.
+PER_LAYER = (
+    (
         "attention_distance",
+        20,
+        "Fig. 3a: average attention distance per layer (pixels of the model's input)",
+        "fig3a_attention_distance",
         "attention distance (px)",
         "Average attention distance",
-        figdir,
-        "fig3a_attention_distance",
-    )
-
-
-@figure(
-    "attention_nmi",
-    section="attention",
-    order=30,
-    title="Fig. 6a: normalised mutual information between queries and keys per layer",
-)
-def plot_nmi(results: Dict[str, ProbeResult], colors: Dict[str, str], figdir: Path) -> List[Path]:
-    return _per_layer_plot(
-        results, colors, "attention_nmi", "NMI", "Normalised mutual information", figdir, "fig6a_attention_nmi"
-    )
-
-
-@figure(
-    "attention_entropy", section="attention", order=40, title="Fig. 10: attention entropy per head per layer (nats)"
-)
-def plot_entropy(results: Dict[str, ProbeResult], colors: Dict[str, str], figdir: Path) -> List[Path]:
-    return _per_layer_plot(
-        results,
-        colors,
+    ),
+    (
+        "attention_nmi",
+        30,
+        "Fig. 6a: normalised mutual information between queries and keys per layer",
+        "fig6a_attention_nmi",
+        "NMI",
+        "Normalised mutual information",
+    ),
+    (
         "attention_entropy",
+        40,
+        "Fig. 10: attention entropy per head per layer (nats)",
+        "fig10_attention_entropy",
         "attention entropy (nats)",
         "Attention entropy of each head",
-        figdir,
-        "fig10_attention_entropy",
+    ),
+)
+
+
+def _per_layer_figure(probe: str, order: int, caption: str, file: str, ylabel: str, title: str) -> LayerLines:
+    """Register the figure of ``probe``: heads as dots, the mean over heads as a line per model."""
+    lines = LayerLines(
+        file=file, xlabel="layer (block)", ylabel=ylabel, title=title, metric=f"{probe}_layer_mean", extra=_heads(probe)
     )
+    return figure(probe, section="attention", order=order, title=caption)(lines)
+
+
+plot_distance, plot_nmi, plot_entropy = (_per_layer_figure(*row) for row in PER_LAYER)
 
 
 def _panel(image: np.ndarray, amap: np.ndarray, box: tuple) -> np.ndarray:
@@ -158,7 +132,7 @@ def plot_maps(results: Dict[str, ProbeResult], colors: Dict[str, str], figdir: P
             ax.text(k * cell + side / 2, -gap, label, ha="center", va="bottom", fontsize=7)
         ax.set_title(model, fontsize=9, color=colors[model], pad=20)
         ax.axis("off")
-        paths += save(fig, figdir, f"fig2_attention_map_{model}")
+        paths += save_figure(fig, figdir / safe_name(f"fig2_attention_map_{model}"))
     return paths
 
 

@@ -18,20 +18,9 @@ import numpy as np
 import pandas as pd
 
 from maskdistill.probes.decisions.responses import condition_key, is_human
-from maskdistill.report.style import PALETTE, plt
+from maskdistill.report.style import PALETTE, plt, save_figure
 
 HUMAN_COLOR = "#d62728"
-
-
-def _save(fig: Any, out_prefix: str | Path) -> List[Path]:
-    out = Path(out_prefix)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out.with_name(out.name + ".png"), out.with_name(out.name + ".pdf")]
-    fig.tight_layout()
-    for p in paths:
-        fig.savefig(p, dpi=130)
-    plt.close(fig)
-    return paths
 
 
 def _frame(x: Any) -> pd.DataFrame:
@@ -108,7 +97,7 @@ def plot_shape_bias(df_or_results: Any, out_prefix: str | Path) -> List[Path]:
     for i in range(len(cats) - 1):
         ax.axhline(i + 0.5, color="grey", lw=0.5, ls=":", alpha=0.5)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
-    return _save(fig, out_prefix)
+    return save_figure(fig, out_prefix)
 
 
 def _condition_order(dataset: str, conds: Sequence[str]) -> List[str]:
@@ -161,7 +150,7 @@ def plot_condition_curves(df_or_results: Any, out_prefix: str | Path, metric: st
         ax.axis("off")
     axes.flat[0].set_ylabel("16-class accuracy" if metric == "accuracy" else "error consistency (kappa)")
     axes.flat[0].legend(fontsize=6)
-    return _save(fig, out_prefix)
+    return save_figure(fig, out_prefix)
 
 
 def plot_summary(df_or_results: Any, out_prefix: str | Path) -> List[Path]:
@@ -187,7 +176,7 @@ def plot_summary(df_or_results: Any, out_prefix: str | Path) -> List[Path]:
         ax.set_xticks(range(len(d)), d["observer"], rotation=90, fontsize=7)
         ax.set_ylabel(label)
         ax.axhline(0, color="black", lw=0.5)
-    return _save(fig, out_prefix)
+    return save_figure(fig, out_prefix)
 
 
 def plot_decision_tables(tables: Dict[str, pd.DataFrame], out: Path) -> List[Path]:

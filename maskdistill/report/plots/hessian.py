@@ -10,14 +10,14 @@ first four are also registered as report figures of their probes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
 
 from maskdistill.probes.core.registry import ProbeResult
 from maskdistill.report.registry import figure, section
-from maskdistill.report.style import model_colors, plt
+from maskdistill.report.style import model_colors, plt, save_figure
 
 section(
     "geometry",
@@ -35,24 +35,15 @@ def _as_dict(results: Results) -> Dict[str, ProbeResult]:
     return dict(results) if isinstance(results, Mapping) else {r.model: r for r in results}
 
 
-def _save(fig: "plt.Figure", out_prefix: Path) -> List[Path]:
-    out_prefix = Path(out_prefix)
-    out_prefix.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out_prefix.with_name(out_prefix.name + ".png"), out_prefix.with_name(out_prefix.name + ".pdf")]
-    fig.tight_layout()
-    for p in paths:
-        fig.savefig(p, dpi=130)
-    plt.close(fig)
-    return paths
-
-
 def _whole(t: pd.DataFrame) -> pd.DataFrame:
     """Rows about the whole network (results without per-block rows have no ``block`` column)."""
     return t[t["block"] == "all"] if "block" in t.columns else t
 
 
-def _colors(res: Dict[str, ProbeResult], colors: Optional[Dict[str, str]]) -> Dict[str, str]:
-    return dict(model_colors(list(res)), **(colors or {}))
+def _with_colors(results: Results, colors: Optional[Dict[str, str]]) -> Tuple[Dict[str, ProbeResult], Dict[str, str]]:
+    """The results by model and a colour for each: the given ones, the report's palette for the rest."""
+    res = _as_dict(results)
+    return res, dict(model_colors(list(res)), **(colors or {}))
 
 
 def _surface(res: ProbeResult) -> tuple:
@@ -91,15 +82,14 @@ def plot_loss_landscape(results: Results, out_prefix: Path) -> List[Path]:
         ax2.set_ylabel("β (v₂)")
         ax2.set_aspect("equal")
         fig.colorbar(cs, ax=ax2, shrink=0.8, label="loss")
-    return _save(fig, out_prefix)
+    return save_figure(fig, out_prefix)
 
 
 def plot_eigen_density(results: Results, out_prefix: Path, colors: Optional[Dict[str, str]] = None) -> List[Path]:
     """Density of Hessian eigenvalues on a log scale (as PyHessian plots it), models overlaid."""
-    res = _as_dict(results)
+    res, colors = _with_colors(results, colors)
     if not res:
         return []
-    colors = _colors(res, colors)
     fig, ax = plt.subplots(figsize=(5.0, 3.6))
     for model, r in res.items():
         t = r.table[r.table.metric == "density"].sort_values("eigenvalue")
@@ -109,15 +99,14 @@ def plot_eigen_density(results: Results, out_prefix: Path, colors: Optional[Dict
     ax.set_ylabel("density (log scale)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, out_prefix)
+    return save_figure(fig, out_prefix)
 
 
 def plot_top_eigenvalues(results: Results, out_prefix: Path, colors: Optional[Dict[str, str]] = None) -> List[Path]:
     """λ₁, λ₂ of the whole network per model; with per-block rows, λ₁ per block (log |λ|)."""
-    res = _as_dict(results)
+    res, colors = _with_colors(results, colors)
     if not res:
         return []
-    colors = _colors(res, colors)
     blocks = any("block" in r.table.columns and (r.table["block"] != "all").any() for r in res.values())
     fig, axes = plt.subplots(1, 2 if blocks else 1, figsize=(9.0 if blocks else 4.2, 3.4), squeeze=False)
     ax = axes[0, 0]
@@ -139,15 +128,14 @@ def plot_top_eigenvalues(results: Results, out_prefix: Path, colors: Optional[Di
             ax.set_xticklabels(t["block"], rotation=60, fontsize=7)
         ax.set_yscale("log")
         ax.set_ylabel("|λ₁| of the block")
-    return _save(fig, out_prefix)
+    return save_figure(fig, out_prefix)
 
 
 def plot_trace(results: Results, out_prefix: Path, colors: Optional[Dict[str, str]] = None) -> List[Path]:
     """Hutchinson's trace per model with its 95 % interval."""
-    res = _as_dict(results)
+    res, colors = _with_colors(results, colors)
     if not res:
         return []
-    colors = _colors(res, colors)
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(res), 3.4))
     for i, (model, r) in enumerate(res.items()):
         t = _whole(r.table).set_index("metric")["value"]
@@ -155,7 +143,7 @@ def plot_trace(results: Results, out_prefix: Path, colors: Optional[Dict[str, st
     ax.set_xticks(range(len(res)))
     ax.set_xticklabels(list(res), rotation=30, fontsize=8)
     ax.set_ylabel("tr(H)")
-    return _save(fig, out_prefix)
+    return save_figure(fig, out_prefix)
 
 
 def load_sharpness(runs: Mapping[str, Union[str, Path]]) -> pd.DataFrame:
@@ -198,7 +186,7 @@ def plot_sharpness(table: pd.DataFrame, out_prefix: Path) -> List[Path]:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, out_prefix)
+    return save_figure(fig, out_prefix)
 
 
 def _registered(fn, name: str, with_colors: bool = True):

@@ -1,5 +1,5 @@
-"""Sharpness during fine-tuning in the report (paper Sec. 4, Fig. 7c/7f; issue 5 "the report plots
-them"). ``maskdistill report DIR --sharpness NAME=RUN`` copies the run's ``metrics_sharpness.csv``
+"""Sharpness during fine-tuning in the report (paper Sec. 4, Fig. 7c/7f).
+``maskdistill report DIR --sharpness NAME=RUN`` copies the run's ``metrics_sharpness.csv``
 (logged by ``train.sharpness.SharpnessCallback`` when fine-tuning with ``eval.sharpness_every > 0``)
 to ``DIR/sharpness/NAME.csv``; every report of ``DIR`` then draws all the copied runs in one figure,
 so the report regenerates from the analysis folder alone, as for the probes."""

@@ -7,18 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from maskdistill.report.style import plt, save_figure
 
 LINEAR_PROBE = "linear"
 
 
 def plot_sweep(table: pd.DataFrame, kind: str, out_prefix: str | Path) -> List[Path]:
-    """``table``: columns model, value, top1 (a sweep_<kind>.csv); writes PNG and PDF."""
-    out_prefix = Path(out_prefix)
+    """``table``: columns model, value, top1 (a sweep_<kind>.csv); writes ``out_prefix`` PNG and PDF."""
     fig, ax = plt.subplots(figsize=(4.2, 3.2))
     for i, (model, rows) in enumerate(table.groupby("model", sort=False)):
         color = f"C{i}"
@@ -41,9 +38,4 @@ def plot_sweep(table: pd.DataFrame, kind: str, out_prefix: str | Path) -> List[P
     ax.set_ylabel("top-1 (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths = [out_prefix.with_suffix(".png"), out_prefix.with_suffix(".pdf")]
-    for p in paths:
-        fig.savefig(p, dpi=150)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out_prefix, dpi=150)

@@ -1,8 +1,7 @@
-"""The contract every registered probe keeps (DESIGN.md "every registered probe runs in one
-parametrized contract test"; issue 4 acceptance 2): on a tiny ViT classifier and the built-in data it
-runs, returns a tidy result (``metric`` and ``value`` columns, numbers that are finite or NaN for
-"undefined", metadata with the
-model and number of images) that saves and loads unchanged, and leaves the model as it found it --
+"""The contract every registered probe keeps, in one parametrized test: on a tiny ViT classifier and
+the built-in data it runs, returns a tidy result (``metric`` and ``value`` columns, numbers that are
+finite or NaN for "undefined", metadata with the model and number of images) that saves and loads
+unchanged, and leaves the model as it found it --
 no hook left, fused attention and forwards restored, eval mode -- after a normal run and after an
 exception raised in the middle of its forward pass.
 
@@ -18,10 +17,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from helpers.models import tiny_vit
 from maskdistill.data.analysis_data import parse_data
 from maskdistill.data.synthetic import SHAPES
 from maskdistill.models.spec import describe_model
@@ -43,19 +42,25 @@ TINY_PARAMS = {
 # Probes the tiny built-in context cannot serve, and why (each is tested elsewhere on real data).
 SKIP = {
     "ood_accuracy": "needs model-vs-human's out-of-distribution stimulus sets on disk (17 sets); the built-in "
-    "data has none -- tests/probes/test_decisions* cover it",
+    "data has none -- tests/probes/decisions/ cover it",
     "error_consistency": "needs human responses (model-vs-human raw-data CSVs) and stimulus sets on disk -- "
-    "tests/probes/test_decisions* cover it",
+    "tests/probes/decisions/ cover it",
 }
 
 
 def tiny_classifier() -> VisionTransformer:
-    torch.manual_seed(0)
-    m = VisionTransformer(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, num_classes=len(SHAPES))
-    with torch.no_grad():
-        for blk in m.blocks:
-            blk.attn.qkv.weight[:32].normal_(0, 1.0)  # image-dependent attention
-    return m.eval()
+    """32 px, 4 x 4 patches, two blocks, peaked (image-dependent) attention, one output per shape."""
+    return tiny_vit(
+        img_size=32,
+        patch_size=8,
+        in_chans=3,
+        embed_dim=16,
+        depth=2,
+        mlp_ratio=4.0,
+        num_classes=len(SHAPES),
+        attention="peaked",
+        eval_mode=True,
+    )
 
 
 def make_ctx(model: nn.Module) -> ProbeContext:
@@ -147,7 +152,7 @@ def test_probe_contract(name, tmp_path, monkeypatch):
 
 
 def test_the_attention_and_representation_probes_are_registered():
-    """The probe names of issue 4 are a public contract."""
+    """The attention and representation probe names are a public contract."""
     names = set(probe_names())
     expected = {
         "attention_map": ("attention",),

@@ -1,4 +1,4 @@
-"""Analytic checks of the Hessian probes (PROBES.md, "Optimisation geometry"): products against
+"""Analytic checks of the Hessian probes (paper Sec. 4, Fig. 7): products against
 finite differences and the exact Hessian of a tiny timm ViT, eigenvalues and traces of quadratics with
 known A (one with a dominant negative eigenvalue) and of least squares (H = 2XᵀX/n), quadrature,
 per-block results, side effects (parameters, .grad, RNG, eval mode, fused attention), bad input, and
@@ -17,10 +17,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.func import functional_call
 
+from helpers.models import tiny_vit
 from maskdistill.probes.curvature.hessian import (
     default_blocks,
     eigen_density,
@@ -34,19 +34,11 @@ from maskdistill.probes.curvature.hessian import (
 CE = nn.CrossEntropyLoss()
 
 
-def tiny_vit(dtype=torch.float64, depth=1, seed=0) -> nn.Module:
-    torch.manual_seed(seed)
-    m = VisionTransformer(
-        img_size=8, patch_size=4, in_chans=1, embed_dim=8, depth=depth, num_heads=2, mlp_ratio=1, num_classes=3
-    )
-    return m.to(dtype)
-
-
 @pytest.fixture(scope="module")
 def vit_case():
     """A 691-parameter ViT, a batch of 6, and its exact Hessian (float64)."""
     torch.set_num_threads(1)
-    m = tiny_vit()
+    m = tiny_vit(dtype=torch.float64)
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(6, 1, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 3, (6,), generator=g)
     names = [n for n, _ in m.named_parameters()]
@@ -294,7 +286,7 @@ def test_per_block_results_match_the_exact_diagonal_blocks(vit_case):
 
 
 def test_default_blocks_split_repeated_blocks():
-    m = tiny_vit(torch.float32, depth=3)
+    m = tiny_vit(depth=3)
     blocks = default_blocks(m)
     assert [b for b in blocks if b.startswith("blocks")] == ["blocks.0", "blocks.1", "blocks.2"]
     assert {"patch_embed", "head", "cls_token", "pos_embed"} <= set(blocks)
@@ -305,7 +297,7 @@ def test_default_blocks_split_repeated_blocks():
 
 
 def test_no_side_effects_and_fused_attention_restored():
-    m = tiny_vit(torch.float32).train()
+    m = tiny_vit().train()
     for blk in m.blocks:
         blk.attn.fused_attn = True
     x, y = torch.randn(4, 1, 8, 8), torch.randint(0, 3, (4,))
@@ -336,7 +328,7 @@ def test_no_side_effects_and_fused_attention_restored():
 
 
 def test_bad_input_errors():
-    m = tiny_vit(torch.float32)
+    m = tiny_vit()
     x, y = torch.randn(4, 1, 8, 8), torch.randint(0, 3, (4,))
     with pytest.raises(ValueError, match="not a scalar"):
         top_eigenvalues(m, nn.CrossEntropyLoss(reduction="none"), [(x, y)])
@@ -361,7 +353,8 @@ def test_bad_input_errors():
 
 
 def timm_small() -> nn.Module:
-    return VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=3)
+    """32k parameters: more than the exact trace takes."""
+    return tiny_vit(img_size=32, patch_size=8, in_chans=3, embed_dim=32, depth=2, mlp_ratio=4.0)
 
 
 # -- real weights -------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Loss landscapes (PROBES.md, "Loss landscape"; Fig. 7a/b/d/e): the centre is the plain loss, the
+"""Loss landscapes (paper Sec. 4, Fig. 7a/b/d/e): the centre is the plain loss, the
 curvature along the top eigenvectors is λ₁ and λ₂ (finite differences), a quadratic gives its exact
 surface, filter-normalised random directions, the registered probes through a duck-typed context, and
 parameters restored bit for bit — also when the loss raises half-way."""
@@ -8,20 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from helpers.models import tiny_vit
 from maskdistill.probes import ProbeResult, get_probe
 from maskdistill.probes.curvature.landscape import loss_landscape_2d, random_directions
 
 CE = nn.CrossEntropyLoss()
-
-
-def tiny_vit(dtype=torch.float64) -> nn.Module:
-    torch.manual_seed(0)
-    return VisionTransformer(
-        img_size=8, patch_size=4, in_chans=1, embed_dim=8, depth=1, num_heads=2, mlp_ratio=1, num_classes=3
-    ).to(dtype)
 
 
 def batch(dtype=torch.float64, n=6):
@@ -38,7 +31,7 @@ def same(m, before) -> bool:
 
 
 def test_centre_is_the_plain_loss_and_curvature_along_eigenvectors_is_lambda():
-    m, batches = tiny_vit(), batch()
+    m, batches = tiny_vit(dtype=torch.float64), batch()
     before = snapshot(m)
     m.eval()
     for blk in m.blocks:
@@ -92,7 +85,7 @@ def test_quadratic_surface_is_exact():
 
 
 def test_random_directions_are_filter_normalised_and_seeded():
-    m = tiny_vit(torch.float32)
+    m = tiny_vit()
     d1, d2 = random_directions(m, seed=3)
     again = random_directions(m, seed=3)[0]
     other = random_directions(m, seed=4)[0]
@@ -109,7 +102,7 @@ def test_random_directions_are_filter_normalised_and_seeded():
 
 
 def test_parameters_restored_when_the_loss_raises():
-    m = tiny_vit(torch.float32).train()
+    m = tiny_vit().train()
     before, calls = snapshot(m), []
 
     def flaky(out, y):
@@ -124,7 +117,7 @@ def test_parameters_restored_when_the_loss_raises():
 
 
 def test_bad_directions():
-    m, batches = tiny_vit(torch.float32), batch(torch.float32)
+    m, batches = tiny_vit(), batch(torch.float32)
     with pytest.raises(ValueError, match="directions="):
         loss_landscape_2d(m, CE, batches, directions="pca")
     with pytest.raises(ValueError, match="shaped like"):
@@ -137,7 +130,7 @@ class Ctx:
     """The minimal probe context the Hessian probes document."""
 
     def __init__(self):
-        self.model, self.device, self.name = tiny_vit(torch.float32), torch.device("cpu"), "tiny"
+        self.model, self.device, self.name = tiny_vit(), torch.device("cpu"), "tiny"
         self.calls = []
 
     def labelled_batches(self, n_batches, batch_size):
@@ -206,8 +199,7 @@ def test_probes_run_on_the_real_probe_context():
     from maskdistill.probes.core.context import ProbeContext
     from maskdistill.probes.curvature.hessian import top_eigenvalues
 
-    torch.manual_seed(0)
-    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=16, depth=1, num_heads=2, num_classes=10)
+    model = tiny_vit(img_size=32, patch_size=8, in_chans=3, embed_dim=16, mlp_ratio=4.0, num_classes=10)
     info = describe_model(model, "tiny", "tiny", overrides={"img_size": 32})
     ctx = ProbeContext(
         "tiny", model, info, parse_data("builtin:val?size=32"), images=8, batch_size=8, label_smoothing=0.1

@@ -1,7 +1,7 @@
-"""Decision probes (paper Sec. 5, App. C; docs/PROBES.md "Decisions"): analytic checks of error
+"""Decision probes (paper Sec. 5, App. C): analytic checks of error
 consistency and shape bias, the 16-class mapping, response tables in model-vs-human's format, the
 aggregation of Fig. 12, stimulus readers, the built-in cue-conflict set and -- end to end on built-in
-data -- the shape bias of a classifier trained on shapes (acceptance 3)."""
+data -- the shape bias of a classifier trained on shapes."""
 
 import time
 from types import SimpleNamespace
@@ -221,7 +221,7 @@ def test_probes_are_registered():
     assert {"shape_bias", "ood_accuracy", "error_consistency"} <= set(probe_names())
 
 
-# ------------------------------------------------------------------ acceptance 3: built-in shape bias
+# ------------------------------------------------------------------ built-in shape bias
 @pytest.mark.slow
 def test_classifier_trained_on_shapes_has_a_shape_bias(tmp_path):
     """A tiny ViT trained by ``train_classifier`` on the built-in shape labels decides by shape on the

@@ -1,4 +1,4 @@
-"""Decision probes on the real data in ../shared/data (skipped when absent): model-vs-human's human
+"""Decision probes on the real data of ``helpers.realdata`` (skipped when absent): model-vs-human's human
 responses, texture-vs-shape's CNN decisions, the cue-conflict / edge / silhouette stimuli and a real
 ImageNet classifier (quantized MobileNetV2, TorchScript, batch size 1 only)."""
 

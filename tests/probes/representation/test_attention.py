@@ -1,5 +1,6 @@
-"""The registered attention and representation probes (paper Secs. 3-4; issue 4): analytic values
-through the whole pipeline (uniform attention: PROBES.md's 116.492 px / log 196 / NMI 0), streaming
+"""The registered attention and representation probes (paper Secs. 3-4): analytic values through
+the whole pipeline (uniform attention over a 14 x 14 grid: 116.492 px for 16 px patches, entropy
+log 196, NMI 0), streaming
 results equal to a one-shot computation over all images at once, one shared forward pass for all
 seven probes, attention maps kept only for the requested images, memory independent of the number of
 images, and the probe-level options and errors."""
@@ -7,18 +8,22 @@ images, and the probe-level options and errors."""
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
+from helpers.models import tiny_vit
 from maskdistill.data.analysis_data import parse_data
 from maskdistill.models.capture import capture
 from maskdistill.models.spec import describe_model
 from maskdistill.probes import get_probe
 from maskdistill.probes.core.context import ProbeContext
 from maskdistill.probes.representation import functional as F
+from maskdistill.probes.representation.attention_accumulators import ATTENTION
+from maskdistill.probes.representation.token_accumulators import FOURIER, IMAGE_SPECTRUM, TOKEN_SPECTRUM
 
 SHARED = (
     "attention_distance",
@@ -32,20 +37,20 @@ SHARED = (
 DATA = "builtin:val?size=32"
 
 
-def tiny_vit(seed: int = 0, img: int = 56, patch: int = 4, uniform: bool = False) -> VisionTransformer:
-    """14 x 14 patch grid at 56 px (PROBES.md's L = 14); ``uniform``: q = k = 0, so every query
-    attends uniformly; else q/k weights large enough for peaked, image-dependent attention."""
-    torch.manual_seed(seed)
-    m = VisionTransformer(img_size=img, patch_size=patch, embed_dim=16, depth=2, num_heads=2, num_classes=10)
-    with torch.no_grad():
-        for blk in m.blocks:
-            w, b = blk.attn.qkv.weight, blk.attn.qkv.bias
-            if uniform:
-                w[:32].zero_()
-                b[:32].zero_()
-            else:
-                w[:32].normal_(0, 1.0)
-    return m.eval()
+# A 14 x 14 patch grid at 56 px, two blocks of two heads; peaked, image-dependent attention unless
+# attention="uniform" (q = k = 0: every query attends uniformly).
+grid14_vit = partial(
+    tiny_vit,
+    img_size=56,
+    patch_size=4,
+    in_chans=3,
+    embed_dim=16,
+    depth=2,
+    mlp_ratio=4.0,
+    num_classes=10,
+    attention="peaked",
+    eval_mode=True,
+)
 
 
 def make_ctx(model: VisionTransformer, images: int, batch_size: int, **kw) -> ProbeContext:
@@ -64,11 +69,11 @@ def per_head(res, metric: str, depth: int) -> np.ndarray:
 
 
 def test_uniform_attention_gives_the_analytic_values():
-    ctx = make_ctx(tiny_vit(uniform=True), images=5, batch_size=2)  # batches 2, 2, 1
+    ctx = make_ctx(grid14_vit(attention="uniform"), images=5, batch_size=2)  # batches 2, 2, 1
     dist = get_probe("attention_distance").fn(ctx)
     ent = get_probe("attention_entropy").fn(ctx)
     nmi = get_probe("attention_nmi").fn(ctx)
-    # PROBES.md: uniform over a 14x14 grid of 16 px patches -> 116.492 px; here P = 4 px.
+    # uniform over a 14x14 grid of 16 px patches -> 116.492 px; here P = 4 px.
     np.testing.assert_allclose(per_head(dist, "attention_distance", 2), 116.492 / 4, atol=2e-3)
     np.testing.assert_allclose(per_layer(dist, "attention_distance_layer_mean"), 116.492 / 4, atol=2e-3)
     np.testing.assert_allclose(per_head(ent, "attention_entropy", 2), math.log(196), atol=1e-5)
@@ -94,7 +99,7 @@ def _one_shot(model: VisionTransformer, ctx: ProbeContext):
 
 
 def test_streaming_equals_one_shot_over_all_images():
-    model = tiny_vit(seed=1)
+    model = grid14_vit(seed=1)
     ctx = make_ctx(model, images=7, batch_size=3)  # uneven batches: 3, 3, 1
     res = {p: get_probe(p).fn(ctx) for p in SHARED if p != "attention_map"}
     attn, toks = _one_shot(model, ctx)
@@ -133,7 +138,7 @@ def _count_forwards(model):
 
 
 def test_one_shared_pass_serves_all_seven_probes():
-    model = tiny_vit(seed=2)
+    model = grid14_vit(seed=2)
     ctx = make_ctx(model, images=5, batch_size=2, wanted=set(SHARED))
     calls, h = _count_forwards(model)
     try:
@@ -158,7 +163,7 @@ def test_one_shared_pass_serves_all_seven_probes():
 
 
 def test_a_probe_asked_later_runs_only_what_is_missing():
-    model = tiny_vit(seed=3)
+    model = grid14_vit(seed=3)
     ctx = make_ctx(model, images=3, batch_size=3, wanted={"attention_distance"})
     calls, h = _count_forwards(model)
     try:
@@ -173,29 +178,28 @@ def test_a_probe_asked_later_runs_only_what_is_missing():
 
 
 def _kept_bytes(stats) -> int:
-    n = sum(
-        t.numel() * t.element_size()
-        for t in (stats.distance, stats.entropy, stats.nmi, stats.fourier, stats.token_spectrum)
-        if t is not None
-    )
-    n += sum(a.m2.numel() * 8 + a.mean.numel() * 8 for a in stats.image_accumulators)
-    return n + sum(v.nbytes for v in stats.map_values.values()) + sum(v.nbytes for v in stats.map_images.values())
+    att = stats.group(ATTENTION)
+    tensors = (att.distance, att.entropy, att.nmi, stats.group(FOURIER), stats.group(TOKEN_SPECTRUM))
+    n = sum(t.numel() * t.element_size() for t in tensors if t is not None)
+    n += sum(a.m2.numel() * 8 + a.mean.numel() * 8 for a in stats.group(IMAGE_SPECTRUM))
+    return n + sum(v.nbytes for v in att.maps.values.values()) + sum(v.nbytes for v in stats.kept_images.values())
 
 
 def test_kept_state_does_not_grow_with_the_number_of_images():
-    model = tiny_vit(seed=4)
+    model = grid14_vit(seed=4)
     sizes = []
     for n in (6, 18):
         ctx = make_ctx(model, images=n, batch_size=6)
         get_probe("image_singular_values").fn(ctx)  # first call computes every group (wanted=None)
         stats = ctx.memo["shared"]
-        assert stats.n_images == n and len(stats.map_values) == 4 * 2  # 4 images x 2 blocks, never more
+        kept_maps = stats.group(ATTENTION).maps.values
+        assert stats.n_images == n and len(kept_maps) == 4 * 2  # 4 images x 2 blocks, never more
         sizes.append(_kept_bytes(stats))
     assert sizes[0] == sizes[1]
 
 
 def test_of_features_is_half_of_covariance():
-    ctx = make_ctx(tiny_vit(seed=5), images=4, batch_size=4)
+    ctx = make_ctx(grid14_vit(seed=5), images=4, batch_size=4)
     for p in ("token_singular_values", "image_singular_values"):
         cov, feat = get_probe(p).fn(ctx), get_probe(p).fn(ctx, of="features")
         np.testing.assert_allclose(
@@ -207,7 +211,7 @@ def test_of_features_is_half_of_covariance():
 
 
 def test_bad_map_requests_say_what_is_wrong():
-    ctx = make_ctx(tiny_vit(seed=6), images=2, batch_size=2)
+    ctx = make_ctx(grid14_vit(seed=6), images=2, batch_size=2)
     with pytest.raises(ValueError, match="beyond the 2 analysed images"):
         get_probe("attention_map").fn(ctx, images=[5])  # first probe: the shared pass keeps these maps
     get_probe("attention_distance").fn(ctx)
@@ -221,7 +225,7 @@ def test_bad_map_requests_say_what_is_wrong():
 
 def test_image_size_comes_from_the_patch_embedding():
     """A model built for 56 px whose pretrained_cfg says 224 px is fed 56 px images, and says so."""
-    model = tiny_vit(seed=7)
+    model = grid14_vit(seed=7)
     info = describe_model(model, "tiny", "tiny")  # pretrained_cfg default: 224
     assert info.img_size == 224
     ctx = ProbeContext("tiny", model, info, parse_data(DATA), images=2, batch_size=2)
@@ -235,7 +239,7 @@ def test_image_size_comes_from_the_patch_embedding():
 def test_fused_attention_sums_equal_the_reference_functions():
     """The pass reduces without a renormalised copy; it must give functional's numbers exactly, also
     for rows whose whole mass sits on the prefix (zero rows after drop_prefix) and exact zeros."""
-    from maskdistill.probes.core.shared_pass import attention_sums
+    from maskdistill.probes.representation.attention_stats import attention_sums
 
     torch.manual_seed(0)
     attn = (torch.randn(3, 2, 17, 17) * 3).softmax(-1)  # 1 prefix + 4x4 patches

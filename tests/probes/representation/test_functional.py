@@ -1,5 +1,6 @@
-"""Every analytic check of PROBES.md, sections "Attention" and "Feature spectra" (issue 4, acceptance 1),
-on the pure functions of ``maskdistill.probes.representation.functional`` -- plus the streaming forms (per-image
+"""Analytic checks of the attention statistics and feature spectra (paper Secs. 3-4: uniform,
+identity, block and neighbour attention; known spectra) on the pure functions of
+``maskdistill.probes.representation.functional`` -- plus the streaming forms (per-image
 curves, the merged image-level covariance) against the one-shot ones."""
 
 from __future__ import annotations
