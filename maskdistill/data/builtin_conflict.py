@@ -31,19 +31,15 @@ class BuiltinCueConflict(Dataset):
     dataset = "builtin-cue-conflict"
 
     def __init__(
-        self,
-        num_images: int = 450,
-        image_size: int = 64,
-        seed: int = 0,
-        split: str = "test",
-        num_classes: int = 10,
-        transform: Optional[Callable] = None,
+        self, num_images: int = 450, num_classes: int = 10, transform: Optional[Callable] = None, **images: Any
     ) -> None:
+        """``images``: how :class:`ShapesTextures` draws the pictures (``image_size`` 64, ``seed`` 0,
+        ``split`` "test" unless given)."""
         if not 2 <= num_classes <= min(len(SHAPES), len(TEXTURES)):
             raise ValueError(f"num_classes={num_classes}: use 2..{min(len(SHAPES), len(TEXTURES))}.")
-        self.base = ShapesTextures(
-            num_images, image_size=image_size, seed=seed, split=split, num_shapes=num_classes, num_textures=num_classes
-        )
+        images = {"image_size": 64, "seed": 0, "split": "test", **images}
+        self.base = ShapesTextures(num_images, num_shapes=num_classes, num_textures=num_classes, **images)
+        seed = images["seed"]
         k = num_classes
         pairs = np.array([(a, b) for a in range(k) for b in range(k) if a != b], dtype=np.int64)  # (K(K-1), 2)
         order = seeded_blocks(num_images, len(pairs), seed, self.base.split_id + _PAIR_KEY)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -183,21 +184,12 @@ class BlockwiseMasking(MaskGenerator):
         return rects
 
 
-def make_mask_generator(
-    kind: str,
-    grid: Sequence[int],
-    *,
-    num_masked: int = 75,
-    min_block: int = 16,
-    max_block: int | None = None,
-    min_aspect: float = 0.3,
-    max_aspect: float | None = None,
-    ratio: float = 0.4,
-) -> MaskGenerator:
-    """Build a generator by name: ``blockwise`` uses num_masked/min_block/max_block/aspects,
-    ``random`` uses ratio, ``none`` uses neither."""
+def make_mask_generator(kind: str, grid: Sequence[int], *, ratio: float = 0.4, **blockwise: Any) -> MaskGenerator:
+    """Build a generator by name: ``blockwise`` takes :class:`BlockwiseMasking`'s options
+    (``num_masked``, default 75: BEiT's 40 % of 196; ``min_block``, ``max_block``, ``min_aspect``,
+    ``max_aspect``), ``random`` takes ``ratio``, ``none`` neither."""
     if kind == "blockwise":
-        return BlockwiseMasking(grid, num_masked, min_block, max_block, min_aspect, max_aspect)
+        return BlockwiseMasking(grid, **{"num_masked": 75, **blockwise})
     if kind == "random":
         return RandomMasking(grid, ratio)
     if kind == "none":

@@ -17,7 +17,8 @@ code. Under DDP the statistics are summed over processes, so every process holds
 from __future__ import annotations
 
 import math
-from typing import Dict, Tuple
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.distributed as tdist
@@ -65,20 +66,26 @@ def spherical_kmeans(z: torch.Tensor, k: int, iters: int) -> Tuple[torch.Tensor,
     return centres, counts
 
 
+@dataclass(frozen=True)
+class CodebookOptions:
+    """How the codebook learns: EMA decay of the code statistics, weight of the commitment loss,
+    k-means iterations of the first batch, and the usage N_k under which a code is restarted."""
+
+    decay: float = 0.99
+    commitment: float = 1.0
+    kmeans_iters: int = 10
+    dead_threshold: float = 1.0
+
+
 class EMACodebook(nn.Module):
     """K unit codes of dimension d. ``forward(z)`` -> (straight-through codes, indices, commitment
     loss); in training mode it also updates the codebook (no gradient ever reaches the codes)."""
 
-    def __init__(
-        self,
-        num_codes: int,
-        dim: int,
-        decay: float = 0.99,
-        commitment: float = 1.0,
-        kmeans_iters: int = 10,
-        dead_threshold: float = 1.0,
-    ) -> None:
+    def __init__(self, num_codes: int, dim: int, options: Optional[CodebookOptions] = None) -> None:
         super().__init__()
+        options = options or CodebookOptions()
+        decay, commitment = options.decay, options.commitment
+        kmeans_iters, dead_threshold = options.kmeans_iters, options.dead_threshold
         if num_codes < 2 or dim < 1:
             raise ValueError(f"a codebook needs at least 2 codes of dimension >= 1 (got {num_codes} x {dim}).")
         if not 0.0 <= decay < 1.0:
@@ -198,4 +205,11 @@ def codebook_stats(counts: torch.Tensor, cluster_size: torch.Tensor, dead_thresh
     }
 
 
-__all__ = ["EMACodebook", "codebook_stats", "kmeans_plus_plus", "spherical_kmeans", "straight_through"]
+__all__ = [
+    "CodebookOptions",
+    "EMACodebook",
+    "codebook_stats",
+    "kmeans_plus_plus",
+    "spherical_kmeans",
+    "straight_through",
+]

@@ -15,7 +15,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from maskdistill.config import TeacherConfig
-from maskdistill.distill.codebook import EMACodebook
+from maskdistill.distill.codebook import CodebookOptions, EMACodebook
 from maskdistill.distill.tokenizer import VQKD, VQKDConfig
 from maskdistill.models.loading import check_timm_name
 from maskdistill.models.teacher import build_teacher
@@ -60,7 +60,9 @@ def build_vqkd(
         class_token=False,
         global_pool="",
     )
-    codebook = EMACodebook(cfg.num_codes, cfg.code_dim, cfg.decay, cfg.commitment, cfg.kmeans_iters, cfg.dead_threshold)
+    codebook = EMACodebook(
+        cfg.num_codes, cfg.code_dim, CodebookOptions(cfg.decay, cfg.commitment, cfg.kmeans_iters, cfg.dead_threshold)
+    )
     return VQKD(encoder, codebook, decoder, target_dim, cfg.mean, cfg.std, teacher, cfg.whitening)
 
 

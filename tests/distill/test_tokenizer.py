@@ -11,7 +11,13 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from maskdistill.distill.codebook import EMACodebook, codebook_stats, spherical_kmeans, straight_through
+from maskdistill.distill.codebook import (
+    CodebookOptions,
+    EMACodebook,
+    codebook_stats,
+    spherical_kmeans,
+    straight_through,
+)
 from maskdistill.distill.tokenizer import VQKD, VQKDConfig
 from maskdistill.distill.tokenizer_build import build_vqkd
 from maskdistill.models.teacher import Teacher
@@ -24,7 +30,7 @@ def unit(*v: float) -> list:
 
 def codebook(embed: list, decay: float = 0.5, sizes: list | None = None, threshold: float = 0.0) -> EMACodebook:
     """A codebook with given codes, already initialised (no k-means), in training mode."""
-    cb = EMACodebook(len(embed), len(embed[0]), decay=decay, dead_threshold=threshold)
+    cb = EMACodebook(len(embed), len(embed[0]), CodebookOptions(decay=decay, dead_threshold=threshold))
     cb.embed.copy_(torch.tensor(embed))
     cb.cluster_size.copy_(torch.tensor(sizes if sizes is not None else [4.0] * len(embed)))
     cb.initted.fill_(True)
@@ -94,7 +100,7 @@ def test_straight_through_passes_the_gradient_unchanged() -> None:
 def test_quantiser_is_transparent_to_the_gradient() -> None:
     # d/dz <w, quantise(z)> equals d/dz <w, l2norm(z)>: the straight-through estimator skips the
     # (non-differentiable) lookup, only the normalisation in front of it shapes the gradient.
-    cb = EMACodebook(8, 4, commitment=0.0).eval()
+    cb = EMACodebook(8, 4, CodebookOptions(commitment=0.0)).eval()
     z = torch.randn(6, 4, requires_grad=True)
     w = torch.randn(6, 4)
     q, _, _ = cb(z)
@@ -104,7 +110,7 @@ def test_quantiser_is_transparent_to_the_gradient() -> None:
 
 
 def test_commitment_loss_is_mse_to_the_detached_code() -> None:
-    cb = EMACodebook(8, 4, commitment=0.25).eval()
+    cb = EMACodebook(8, 4, CodebookOptions(commitment=0.25)).eval()
     z = torch.randn(6, 4, requires_grad=True)
     q, idx, loss = cb(z)
     zn = F.normalize(z.detach(), dim=-1)
@@ -119,7 +125,7 @@ def test_kmeans_initialisation_finds_the_clusters_of_the_first_batch() -> None:
     centres = F.normalize(torch.randn(4, 6, generator=g), dim=1)
     z = (centres.repeat_interleave(50, 0) + 0.02 * torch.randn(200, 6, generator=g))[torch.randperm(200, generator=g)]
     torch.manual_seed(0)
-    cb = EMACodebook(4, 6, decay=0.99, kmeans_iters=10).train()
+    cb = EMACodebook(4, 6, CodebookOptions(decay=0.99, kmeans_iters=10)).train()
     assert not bool(cb.initted)
     _, idx, _ = cb(z)
     assert bool(cb.initted)

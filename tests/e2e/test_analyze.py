@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
+from helpers import models
 from maskdistill.cli import main
 from maskdistill.data.analysis_data import parse_data
 from maskdistill.probes import ProbeResult
@@ -74,51 +74,19 @@ def test_model_spec_options():
         split_spec("timm:x?img_size")
 
 
+def _analyze(out: Path, model: str, probes: str, *extra: str) -> int:
+    """``maskdistill analyze`` of one model on the built-in data; the exit code."""
+    return main(["analyze", "--model", model, "--data", "builtin", "--out", str(out), "--probes", probes, *extra])
+
+
 def test_cli_errors_name_the_problem(tmp_path, capsys):
-    rc = main(
-        [
-            "analyze",
-            "--model",
-            "a=timm:test_vit?pretrained=false",
-            "--data",
-            "builtin",
-            "--out",
-            str(tmp_path),
-            "--probes",
-            "attention_distanse",
-        ]
-    )
+    vit = "a=timm:test_vit?pretrained=false"
+    rc = _analyze(tmp_path, vit, "attention_distanse")
     err = capsys.readouterr().err
     assert rc == 2 and "unknown probe 'attention_distanse'" in err and "attention_distance" in err
-    rc = main(
-        [
-            "analyze",
-            "--model",
-            "a=timm:test_vit?pretrained=false",
-            "--data",
-            "builtin",
-            "--out",
-            str(tmp_path),
-            "--probes",
-            "attention_nmi",
-            "--pair",
-            "a=b",
-        ]
-    )
+    rc = _analyze(tmp_path, vit, "attention_nmi", "--pair", "a=b")
     assert rc == 2 and "'b' is not a model" in capsys.readouterr().err
-    rc = main(
-        [
-            "analyze",
-            "--model",
-            "cnn=timm:resnet18?pretrained=false&num_classes=10",
-            "--data",
-            "builtin",
-            "--out",
-            str(tmp_path),
-            "--probes",
-            "attention_entropy",
-        ]
-    )
+    rc = _analyze(tmp_path, "cnn=timm:resnet18?pretrained=false&num_classes=10", "attention_entropy")
     err = capsys.readouterr().err
     assert rc == 2 and "attention_entropy cannot run on model cnn" in err and "ResNet" in err
     rc = main(["report", str(tmp_path / "empty")])
@@ -174,20 +142,9 @@ def test_claims_use_the_last_and_first_third_of_the_blocks():
 
 # ----------------------------------------------------------------------------------------- end to end
 def _tiny_weights(path: Path, seed: int) -> Path:
-    import timm
     from safetensors.torch import save_file
 
-    torch.manual_seed(seed)
-    m = timm.create_model(
-        "vit_tiny_patch16_224",
-        pretrained=False,
-        img_size=32,
-        patch_size=8,
-        embed_dim=32,
-        depth=3,
-        num_heads=2,
-        num_classes=10,
-    )
+    m = models.tiny_vit("backbone32", arch="vit_tiny_patch16_224", num_classes=10, seed=seed)
     save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path))
     return path
 
@@ -202,52 +159,16 @@ def analysis(tmp_path_factory):
         for i, n in enumerate(("teacher", "student", "third"))
     }
     out = root / "out"
+    small = ["--data", "builtin:val?size=32", "--out", str(out), "--images", "6", "--batch-size", "4"]
+    small += ["--device", "cpu"]
+    pair = ["--model", f"teacher={specs['teacher']}", "--model", f"student={specs['student']}"]
     rc = main(
-        [
-            "analyze",
-            "--model",
-            f"teacher={specs['teacher']}",
-            "--model",
-            f"student={specs['student']}",
-            "--data",
-            "builtin:val?size=32",
-            "--probes",
-            ",".join(MINE),
-            "--out",
-            str(out),
-            "--images",
-            "6",
-            "--batch-size",
-            "4",
-            "--device",
-            "cpu",
-            "--pair",
-            "teacher=student",
-            "--no-report",
-            "--param",
-            "attention_map.layers=[1,3]",
-        ]
+        ["analyze", *pair, *small, "--probes", ",".join(MINE), "--pair", "teacher=student", "--no-report"]
+        + ["--param", "attention_map.layers=[1,3]"]
     )
     assert rc == 0 and not (out / "report.html").exists()
-    rc = main(
-        [
-            "analyze",
-            "--model",
-            f"third={specs['third'].replace('num_classes=10', 'num_classes=0')}",
-            "--data",
-            "builtin:val?size=32",
-            "--probes",
-            "all",
-            "--out",
-            str(out),
-            "--images",
-            "6",
-            "--batch-size",
-            "4",
-            "--device",
-            "cpu",
-        ]
-    )
+    third = f"third={specs['third'].replace('num_classes=10', 'num_classes=0')}"
+    rc = main(["analyze", "--model", third, *small, "--probes", "all"])
     assert rc == 0
     return out
 

@@ -64,7 +64,7 @@ def test_md_from_real_vit4mnist_lowers_the_loss():
     cos_before = _cosine(d, images[held_out], masks[held_out])
     opt = torch.optim.AdamW([p for p in d.parameters() if p.requires_grad], lr=2e-3, weight_decay=0.05)
     losses = []
-    for epoch in range(3):
+    for _epoch in range(3):
         for i in range(0, 896, 64):
             loss = d(images[i : i + 64], masks[i : i + 64])["loss"]
             opt.zero_grad()

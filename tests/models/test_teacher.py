@@ -17,18 +17,8 @@ from maskdistill.models.teacher import PixelTeacher, Teacher, build_teacher, res
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
 
-# A 32 px ViT-S/16 config shrunk to width 32, three blocks, 8 px patches (a 4 x 4 grid), no head.
-tiny_vit = partial(
-    models.tiny_vit,
-    arch="vit_small_patch16_224",
-    img_size=32,
-    patch_size=8,
-    in_chans=3,
-    embed_dim=32,
-    depth=3,
-    mlp_ratio=4.0,
-    num_classes=0,
-)
+# ViT-S/16's config shrunk to 32 px, 8 px patches (a 4 x 4 grid), width 32, three blocks, no head.
+tiny_vit = partial(models.tiny_vit, "backbone32")
 
 
 def reference(bb: torch.nn.Module, x: torch.Tensor, idx: int, norm: bool) -> torch.Tensor:

@@ -8,31 +8,19 @@ Examples: ``timm:vit_small_patch14_dinov2@w.safetensors?img_size=224&num_classes
 
 from __future__ import annotations
 
-import ast
 from typing import Any, Dict, Optional, Tuple
 
 from torch import nn
 
-from maskdistill.models.spec import ModelInfo
+from maskdistill.models.spec import ModelInfo, parse_options
 
 
 def split_spec(spec: str) -> Tuple[str, Dict[str, Any]]:
-    """``"timm:x@w?img_size=224&num_classes=0"`` -> ("timm:x@w", {"img_size": 224, "num_classes": 0})."""
+    """``"timm:x@w?img_size=224&num_classes=0"`` -> ("timm:x@w", {"img_size": 224, "num_classes": 0});
+    option values are read as Python literals (``true``/``false`` in any case as booleans), else kept
+    as strings."""
     base, q, query = spec.partition("?")
-    opts: Dict[str, Any] = {}
-    for part in filter(None, query.split("&")) if q else ():
-        key, eq, value = part.partition("=")
-        if not eq or not key.isidentifier():
-            raise ValueError(f"model spec {spec!r}: option {part!r} is not key=value (e.g. ?img_size=224).")
-        low = value.lower()
-        if low in ("true", "false"):
-            opts[key] = low == "true"
-        else:
-            try:
-                opts[key] = ast.literal_eval(value)
-            except (ValueError, SyntaxError):
-                opts[key] = value
-    return base, opts
+    return base, parse_options(spec, query) if q else {}
 
 
 def input_size(model: nn.Module, info: ModelInfo) -> Tuple[int, Optional[str]]:

@@ -231,6 +231,7 @@ __all__ = [
     "DATASETS",
     "MIN_HUMAN_ACCURACY",
     "NONPARAMETRIC",
+    "PAIR_COLUMNS",
     "accuracy_table",
     "dataset_accuracy",
     "drop_excluded",

@@ -62,7 +62,7 @@ def _cue_conflict_responses(
     opts = dict(getattr(getattr(ctx, "data", None), "options", None) or {})
     st = BuiltinCueConflict(
         int(opts.get("images") or builtin_images),
-        int(builtin_image_size or opts.get("size") or info.img_size),
+        image_size=int(builtin_image_size or opts.get("size") or info.img_size),
         seed=int(opts.get("seed", seed)),
         num_classes=len(info.classes) if info.classes else 10,
     )

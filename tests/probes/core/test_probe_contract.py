@@ -26,6 +26,8 @@ from maskdistill.data.synthetic import SHAPES
 from maskdistill.models.spec import describe_model
 from maskdistill.probes import ProbeResult, get_probe, probe_names
 from maskdistill.probes.core.context import ProbeContext
+from maskdistill.probes.core.registry import shared_groups
+from maskdistill.probes.core.shared_pass import group_names
 
 # Small settings for probes whose defaults are sized for real models (ignored if a probe lacks them).
 TINY_PARAMS = {
@@ -50,17 +52,7 @@ SKIP = {
 
 def tiny_classifier() -> VisionTransformer:
     """32 px, 4 x 4 patches, two blocks, peaked (image-dependent) attention, one output per shape."""
-    return tiny_vit(
-        img_size=32,
-        patch_size=8,
-        in_chans=3,
-        embed_dim=16,
-        depth=2,
-        mlp_ratio=4.0,
-        num_classes=len(SHAPES),
-        attention="peaked",
-        eval_mode=True,
-    )
+    return tiny_vit("rgb32", num_classes=len(SHAPES), attention="peaked", eval_mode=True)
 
 
 def make_ctx(model: nn.Module) -> ProbeContext:
@@ -168,6 +160,28 @@ def test_the_attention_and_representation_probes_are_registered():
         assert get_probe(n).needs == needs and get_probe(n).figure.startswith("Fig")
     with pytest.raises(KeyError, match="registered probes: .*attention_distance"):
         get_probe("attention_distanse")
+
+
+def test_probes_name_the_shared_pass_groups_they_read():
+    """``@register(..., shared=GROUP)`` is how the first shared pass learns what to compute: every
+    group named is a registered statistics group of that pass, and the seven probes read theirs."""
+    groups = set(group_names())
+    read = {n: get_probe(n).shared for n in probe_names() if get_probe(n).shared}
+    assert set(read.values()) == groups
+    assert read == {
+        "attention_map": "attention",
+        "attention_distance": "attention",
+        "attention_entropy": "attention",
+        "attention_nmi": "attention",
+        "feature_fourier": "fourier",
+        "token_singular_values": "token_spectrum",
+        "image_singular_values": "image_spectrum",
+    }
+    assert shared_groups(["attention_nmi", "feature_fourier", "hessian_trace", "nonexistent"]) == {
+        "attention",
+        "fourier",
+    }
+    assert "attention_maps" in group_names(extra=True) and "attention_maps" not in groups
 
 
 @pytest.mark.parametrize("name", sorted(SKIP))

@@ -354,7 +354,7 @@ def test_bad_input_errors():
 
 def timm_small() -> nn.Module:
     """32k parameters: more than the exact trace takes."""
-    return tiny_vit(img_size=32, patch_size=8, in_chans=3, embed_dim=32, depth=2, mlp_ratio=4.0)
+    return tiny_vit("rgb32", embed_dim=32, num_classes=3)
 
 
 # -- real weights -------------------------------------------------------------------------------------

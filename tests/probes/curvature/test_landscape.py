@@ -199,7 +199,7 @@ def test_probes_run_on_the_real_probe_context():
     from maskdistill.probes.core.context import ProbeContext
     from maskdistill.probes.curvature.hessian import top_eigenvalues
 
-    model = tiny_vit(img_size=32, patch_size=8, in_chans=3, embed_dim=16, mlp_ratio=4.0, num_classes=10)
+    model = tiny_vit("rgb32", depth=1)
     info = describe_model(model, "tiny", "tiny", overrides={"img_size": 32})
     ctx = ProbeContext(
         "tiny", model, info, parse_data("builtin:val?size=32"), images=8, batch_size=8, label_smoothing=0.1

@@ -214,7 +214,7 @@ def test_builtin_cue_conflict_labels():
     assert [texture_category(i) for i in ds.image_ids[:5]] == [ds.classes[t] for t in b[:5]]
     img, label = ds[3]
     assert img.size == (32, 32) and label == a[3]
-    assert np.array_equal(np.asarray(ds.load(3)), np.asarray(BuiltinCueConflict(180, 32).load(3)))  # seeded
+    assert np.array_equal(np.asarray(ds.load(3)), np.asarray(BuiltinCueConflict(180, image_size=32).load(3)))  # seeded
 
 
 def test_probes_are_registered():

@@ -39,18 +39,7 @@ DATA = "builtin:val?size=32"
 
 # A 14 x 14 patch grid at 56 px, two blocks of two heads; peaked, image-dependent attention unless
 # attention="uniform" (q = k = 0: every query attends uniformly).
-grid14_vit = partial(
-    tiny_vit,
-    img_size=56,
-    patch_size=4,
-    in_chans=3,
-    embed_dim=16,
-    depth=2,
-    mlp_ratio=4.0,
-    num_classes=10,
-    attention="peaked",
-    eval_mode=True,
-)
+grid14_vit = partial(tiny_vit, "grid14", attention="peaked", eval_mode=True)
 
 
 def make_ctx(model: VisionTransformer, images: int, batch_size: int, **kw) -> ProbeContext:
