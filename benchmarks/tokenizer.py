@@ -39,19 +39,11 @@ from maskdistill.distill.tokenizer_build import build_vqkd
 from maskdistill.train.loop import autocast_for
 from maskdistill.train.pretrain import build_distiller, mask_generator
 from maskdistill.train.vqkd import TokenizerConfig
-from md_step import make_step
+from md_step import TINY_STUDENT, make_step
 
 # 128 px, patch 16 (8x8 grid): a 4-block student; teacher ViT-Ti/16 (12 blocks, width 192); the
 # tokenizer's encoder the same ViT-Ti/16 shape, codebook 8192 x 32.
-TINY = [
-    "data.img_size=128",
-    "student.kwargs.embed_dim=192",
-    "student.kwargs.depth=4",
-    "student.kwargs.num_heads=3",
-    "teacher.spec=timm:vit_tiny_patch16_224",
-    "mask.num_masked=26",
-    "mask.min_block=4",
-]
+TINY = ["data.img_size=128", *TINY_STUDENT]
 TINY_TOKENIZER = ["tokenizer.arch=vit_tiny_patch16_224", "data.img_size=128"]
 
 

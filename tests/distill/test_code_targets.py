@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.functional import pil_to_tensor
 
+from helpers.tokenizer import TINY_CODEBOOK
 from maskdistill.config import ConfigError, ObjectiveConfig, load_config
 from maskdistill.data.synthetic import ShapesTextures
 from maskdistill.data.transforms import eval_transform
@@ -45,8 +46,9 @@ DATA = [
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
+    # module-scoped, so that the module-scoped training fixtures below run with one thread too
     before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on 2 shared cores: one thread is much faster
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
 
@@ -58,13 +60,7 @@ def tok_cfg(teacher: str, *extra: str) -> TokenizerConfig:
         + [
             f"teacher.spec={teacher}",
             f"tokenizer.kwargs={NET}",
-            "tokenizer.num_codes=32",
-            "tokenizer.code_dim=8",
-            "tokenizer.decay=0.9",
-            "tokenizer.dead_threshold=4",
-            "train.batch_size=32",
-            "optim.lr=2e-3",
-            "health.fixed_images=32",
+            *TINY_CODEBOOK,
             *extra,
         ],
         schema=TokenizerConfig,

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers.tokenizer import TINY_CODEBOOK
 from maskdistill.config import ConfigError, load_config
 from maskdistill.data.synthetic import ShapesTextures
 from maskdistill.data.transforms import eval_transform
@@ -33,13 +34,7 @@ TINY = [
     "data.num_workers=0",
     "train.device=cpu",
     "tokenizer.kwargs={patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}",
-    "tokenizer.num_codes=32",
-    "tokenizer.code_dim=8",
-    "tokenizer.decay=0.9",
-    "tokenizer.dead_threshold=4",
-    "train.batch_size=32",
-    "optim.lr=2e-3",
-    "health.fixed_images=32",
+    *TINY_CODEBOOK,
     "teacher.spec=pixels",
 ]
 
