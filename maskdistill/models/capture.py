@@ -55,9 +55,14 @@ class Capture:
     def grid(self) -> Tuple[int, int]:
         """(rows, cols) of the last forward (differs from ``static_grid`` for dynamic image sizes)."""
         seq = self.tokens[0].shape[1] if self.tokens else self.attention[0].shape[-1] if self.attention else None
-        if seq is None or seq - self.num_prefix == self.static_grid[0] * self.static_grid[1]:
-            return self.static_grid
+        return self.static_grid if seq is None else self.grid_for(seq)
+
+    def grid_for(self, seq: int) -> Tuple[int, int]:
+        """(rows, cols) of a forward with ``seq`` tokens: the configured grid when the patch count fits
+        it, else the square one (a dynamic image size)."""
         n = seq - self.num_prefix
+        if n == self.static_grid[0] * self.static_grid[1]:
+            return self.static_grid
         side = math.isqrt(n)
         if side * side != n:
             raise ValueError(f"{n} patch tokens fit neither the {self.static_grid} grid nor a square one.")

@@ -12,15 +12,15 @@ from typing import Any, Dict, Optional, Tuple
 
 from torch import nn
 
-from maskdistill.models.spec import ModelInfo, parse_options
+from maskdistill.models.spec import ModelInfo, parse_spec
 
 
 def split_spec(spec: str) -> Tuple[str, Dict[str, Any]]:
     """``"timm:x@w?img_size=224&num_classes=0"`` -> ("timm:x@w", {"img_size": 224, "num_classes": 0});
     option values are read as Python literals (``true``/``false`` in any case as booleans), else kept
     as strings."""
-    base, q, query = spec.partition("?")
-    return base, parse_options(spec, query) if q else {}
+    parsed = parse_spec(spec)
+    return parsed.base, dict(parsed.options)
 
 
 def input_size(model: nn.Module, info: ModelInfo) -> Tuple[int, Optional[str]]:

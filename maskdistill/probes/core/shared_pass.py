@@ -19,7 +19,6 @@ embedding), all before the final norm.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Set, Tuple
@@ -154,17 +153,6 @@ class SharedStats:
         self.seconds += other.seconds
 
 
-def _grid_of(tokens: int, num_prefix: int, static: Tuple[int, int]) -> Tuple[int, int]:
-    """The (rows, cols) grid of a forward with ``tokens`` tokens: the configured one, else square."""
-    n = tokens - num_prefix
-    if n == static[0] * static[1]:
-        return static
-    side = math.isqrt(n)
-    if side * side != n:
-        raise ValueError(f"{n} patch tokens fit neither the {static} grid nor a square one.")
-    return (side, side)
-
-
 def _to_uint8(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """(3, S, S) normalised image -> (S, S, 3) uint8, for overlays."""
     m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
@@ -185,7 +173,7 @@ class _Dispatch:
 
     def _layout(self, seq: int) -> Layout:
         cap = self.cap
-        self.grid = _grid_of(seq, cap.num_prefix, cap.static_grid)
+        self.grid = cap.grid_for(seq)
         return Layout(cap.depth, cap.num_prefix, cap.patch_size, self.grid)
 
     def attention(self, i: int, attn: torch.Tensor) -> None:  # attn (B, H, T, T), model dtype
