@@ -80,6 +80,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PROBE.KEY=VALUE",
         help="a probe parameter, e.g. token_singular_values.of=features (repeat)",
     )
+    a.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="bootstrap replicates of the 95%% intervals over images (default 1000; 0: no intervals)",
+    )
     a.add_argument("--workers", type=int, default=None, help="data-loading workers (default: 0 on CPU)")
     a.add_argument("--no-report", action="store_true", help="skip figures and report.html")
     a.set_defaults(func=run)
@@ -101,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         pairs=[parse_pair(p, "--pair", "clip=md") for p in args.pair],
         params=parse_params(args.param),
         workers=args.workers,
+        bootstrap=args.bootstrap,
     )
     report = ""
     if not args.no_report:

@@ -6,6 +6,8 @@ to measure one model on one image set (paper Secs. 3-5).
   ``create_transform`` with the model's size, crop, interpolation, mean and std), float and
   normalised, with labels: :meth:`ProbeContext.batches` streams ``images`` images;
   :meth:`ProbeContext.labelled_batches` returns fixed labelled batches (Hessian probes, Sec. 4);
+- the bootstrap settings behind every interval (:mod:`maskdistill.probes.core.intervals`; None: no
+  intervals), seeded by the analysis seed so that the models of a pair share their resamples;
 - the autocast dtype (bf16 on CUDA, none on CPU), the seed, and a memo for shared passes:
   :meth:`ProbeContext.shared_pass` runs the one streaming forward pass behind the attention and
   representation probes (Secs. 3-4) and keeps its small results for the others.
@@ -25,6 +27,7 @@ from maskdistill import __version__
 from maskdistill.data.analysis_data import AnalysisData
 from maskdistill.models.device import resolve_device
 from maskdistill.models.spec import ModelInfo, load_model
+from maskdistill.probes.core.intervals import Bootstrap
 from maskdistill.probes.core.model_input import input_size, split_spec
 from maskdistill.probes.core.needs import missing_needs
 from maskdistill.probes.core.registry import shared_groups
@@ -47,6 +50,7 @@ class ProbeContext:
     progress: bool = False
     wanted: Optional[Set[str]] = None  # probes this analysis runs (the shared pass computes what they read)
     label_smoothing: float = 0.0  # the loss of the Hessian probes
+    bootstrap: Optional[Bootstrap] = field(default_factory=Bootstrap)  # intervals over images (None: off)
     memo: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

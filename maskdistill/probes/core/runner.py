@@ -31,6 +31,7 @@ import torch
 from maskdistill.data.analysis_data import AnalysisData, parse_data
 from maskdistill.models.device import resolve_device
 from maskdistill.probes.core.context import ProbeContext
+from maskdistill.probes.core.intervals import REPLICATES, Bootstrap
 from maskdistill.probes.core.manifest import FIGURES, MANIFEST, read_manifest, write_json
 from maskdistill.probes.core.registry import ProbeSpec, resolve_probes
 
@@ -161,13 +162,18 @@ def run_analyze(
     params: Optional[Mapping[str, Mapping[str, Any]]] = None,
     workers: Optional[int] = None,
     progress: bool = True,
+    bootstrap: int = REPLICATES,
 ) -> List[Path]:
-    """Run the probes on every model; returns the CSV paths written. The report is built apart
+    """Run the probes on every model; returns the CSV paths written. ``bootstrap``: replicates of
+    the intervals over images (0: none). The report is built apart
     (:func:`maskdistill.report.build_report`), from the files alone."""
     if not models:
         raise ValueError("give at least one model: --model NAME=SPEC (e.g. deit=timm:deit_small_patch16_224).")
     if images < 1 or batch_size < 1:
         raise ValueError(f"--images {images} / --batch-size {batch_size}: both must be at least 1.")
+    if bootstrap < 0 or bootstrap == 1:
+        raise ValueError(f"--bootstrap {bootstrap}: give 0 (no intervals) or at least 2 replicates (default 1000).")
+    boot = Bootstrap(replicates=bootstrap, seed=seed) if bootstrap else None
     specs, params, explicit = _selected(probes, params)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,6 +195,7 @@ def run_analyze(
             workers=_default_workers(dev) if workers is None else workers,
             progress=progress,
             wanted={s.name for s in specs},
+            bootstrap=boot,
         )
         skipped = _skipped(ctx, specs, params, explicit)
         paths, failed = _run_probes(ctx, specs, params, explicit, skipped, out / name)
