@@ -24,12 +24,13 @@ import pandas as pd
 from maskdistill import __version__
 from maskdistill.probes.core.manifest import FIGURES, read_manifest
 from maskdistill.probes.core.registry import ProbeResult
-from maskdistill.report import claims as claims_mod
+from maskdistill.report.claims import DEFINITIONS
 from maskdistill.report.html import FigureBlock, Section, claims_html, render, table_html
 from maskdistill.report.plots.sharpness import TITLE as SHARPNESS_TITLE
 from maskdistill.report.plots.sharpness import draw_sharpness, import_sharpness, saved_sharpness
 from maskdistill.report.registry import figures, sections, table_fn
 from maskdistill.report.style import model_colors
+from maskdistill.report.verdicts import evaluate
 
 log = logging.getLogger(__name__)
 MAX_OTHER_ROWS = 40
@@ -152,8 +153,8 @@ def claims_section(out: Path, pairs: List[Tuple[str, str]], results: Found) -> S
     missing = [n for p in pairs for n in p if n not in results]
     if missing:
         sec.html.append(f"<p class='error'>pair member(s) without results: {html.escape(', '.join(missing))}</p>")
-    table = claims_mod.evaluate([p for p in pairs if p[0] in results and p[1] in results], results)
-    sec.html.append(claims_html(table, claims_mod.DEFINITIONS))
+    table = evaluate([p for p in pairs if p[0] in results and p[1] in results], results)
+    sec.html.append(claims_html(table, DEFINITIONS))
     if not table.empty:
         table.to_csv(out / "claims.csv", index=False)
     return sec

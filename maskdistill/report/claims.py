@@ -1,33 +1,43 @@
-"""Beyond the paper: does each qualitative claim of Secs. 3-4 hold for a given teacher and its MD
-student? For every ``--pair teacher=student`` the report states, with the numbers, whether
+"""Beyond the paper: does each qualitative claim of Secs. 3-5 hold for a given teacher and its MD
+student, within the uncertainty of the measurement? For every ``--pair teacher=student`` the report
+states, with the numbers and a 95 % interval of the student-teacher delta, one of three verdicts:
 
-1. MD lowers the average attention distance in the top layers (Sec. 3, Fig. 3a);
-2. MD raises NMI in the top layers (Sec. 3, Fig. 6a);
-3. MD lowers NMI slightly in the lower layers (Sec. 3, Fig. 6a);
-4. MD raises the top-layer relative singular values, token level (Sec. 4, Figs. 4, 6b) and
-5. image level (Sec. 4, Figs. 5, 6c): less representation folding;
-6. MD increases the low-frequency preference in the top layers (Sec. 3, Fig. 3b): a lower
-   (more negative) relative log amplitude of the highest kept frequency.
+- **holds**: the interval lies on the claimed side of zero;
+- **contradicted**: it lies on the other side;
+- **inconclusive**: it contains zero (more images narrow it), or a number is unconverged or has no
+  interval -- the verdict says which and what to do.
+
+The claims (``CLAIMS``), each naming its probe, metric and layer group:
+
+1. MD lowers the average attention distance in the top layers (Sec. 3, Fig. 3a), and
+2. raises it in the lower layers (Sec. 3: "the average attention in the lower layers increased");
+3. MD raises NMI in the top layers and 4. lowers it slightly in the lower layers (Sec. 3, Fig. 6a);
+5. MD spreads the per-head attention entropy in the top layers (Fig. 10: "diversifies the attention
+   across different heads": a larger standard deviation over heads);
+6./7. MD raises the top-layer relative singular values, token and image level (Sec. 4, Figs. 4-6);
+8. MD increases the low-frequency preference in the top layers and 9. the high-frequency preference
+   in the lower layers (Sec. 3, Fig. 3b);
+10./11. after fine-tuning, MD gives a smaller top Hessian eigenvalue and trace (Sec. 4, Fig. 7) --
+   for a pair of fine-tuned models;
+12. after fine-tuning, the MD student has a higher shape bias than the teacher (Sec. 5, Figs. 8a, 11);
+13. MD does not raise error consistency with humans (Sec. 5, Fig. 12; when human data is given).
 
 Layer groups, per model from its own depth d: k = max(1, round(d / 3)); **top layers** = blocks
 d-k+1 .. d (the last third), **lower layers** = blocks 1 .. k (the first third). For the attention
 probes layer i is block i's attention; for the representation probes it is block i's output (the
 patch embedding, layer 0, is in neither group). A claim compares the mean over its group of the
-per-layer value (mean over heads, or the spectrum's per-layer mean). "Slightly" (claim 3) means a
-decrease no larger in magnitude than the top-layer NMI increase of claim 2.
+per-layer value (mean over heads, or the spectrum's per-layer mean). "Slightly" (claim 4) means a
+decrease no larger in magnitude than the top-layer NMI increase of claim 3. Claims a pair has no
+results for are left out of its table.
 
-Other families can add claims with :func:`register_claim`.
+Other families can add claims with :func:`register_claim`; :mod:`maskdistill.report.verdicts`
+evaluates them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
-
-import numpy as np
-import pandas as pd
-
-from maskdistill.probes.core.registry import ProbeResult
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple
 
 TOP_FRACTION = 1.0 / 3.0
 
@@ -45,10 +55,13 @@ class Claim:
     key: str
     statement: str  # the paper's claim, as the report prints it
     probe: str
-    metric: str  # per-layer metric in the probe's table
-    group: str  # "top" | "lower"
+    metric: str  # the metric in the probe's table
+    group: str  # "top" | "lower": a layer group; "model": one number of the model (rows chosen by ``where``)
     direction: int  # +1: the student's value should be higher; -1: lower
-    slight_of: Optional[str] = None  # |delta| must not exceed that claim's |delta|
+    slight_of: str | None = None  # |delta| must not exceed that claim's |delta|
+    kind: str = "differs"  # "differs": the delta has the claimed sign; "not_higher": it is not above 0
+    figure: str = ""
+    where: Dict[str, object] = field(default_factory=dict)  # column -> value of the rows of a "model" claim
 
 
 CLAIMS: List[Claim] = [
@@ -59,8 +72,26 @@ CLAIMS: List[Claim] = [
         "attention_distance_layer_mean",
         "top",
         -1,
+        figure="Fig. 3a",
     ),
-    Claim("nmi_top", "MD raises NMI in the top layers", "attention_nmi", "attention_nmi_layer_mean", "top", +1),
+    Claim(
+        "distance_lower",
+        "MD raises the average attention distance in the lower layers",
+        "attention_distance",
+        "attention_distance_layer_mean",
+        "lower",
+        +1,
+        figure="Sec. 3",
+    ),
+    Claim(
+        "nmi_top",
+        "MD raises NMI in the top layers",
+        "attention_nmi",
+        "attention_nmi_layer_mean",
+        "top",
+        +1,
+        figure="Fig. 6a",
+    ),
     Claim(
         "nmi_lower",
         "MD lowers NMI slightly in the lower layers",
@@ -69,6 +100,16 @@ CLAIMS: List[Claim] = [
         "lower",
         -1,
         slight_of="nmi_top",
+        figure="Fig. 6a",
+    ),
+    Claim(
+        "entropy_spread_top",
+        "MD spreads the per-head attention entropy in the top layers",
+        "attention_entropy",
+        "attention_entropy_head_std",
+        "top",
+        +1,
+        figure="Fig. 10",
     ),
     Claim(
         "token_sv_top",
@@ -77,6 +118,7 @@ CLAIMS: List[Claim] = [
         "mean_relative_log_singular_value",
         "top",
         +1,
+        figure="Figs. 4, 6b",
     ),
     Claim(
         "image_sv_top",
@@ -85,6 +127,7 @@ CLAIMS: List[Claim] = [
         "mean_relative_log_singular_value",
         "top",
         +1,
+        figure="Figs. 5, 6c",
     ),
     Claim(
         "low_freq_top",
@@ -93,6 +136,57 @@ CLAIMS: List[Claim] = [
         "high_freq_relative_log_amplitude",
         "top",
         -1,
+        figure="Fig. 3b",
+    ),
+    Claim(
+        "high_freq_lower",
+        "MD increases the high-frequency preference in the lower layers (higher Δ log amplitude)",
+        "feature_fourier",
+        "high_freq_relative_log_amplitude",
+        "lower",
+        +1,
+        figure="Fig. 3b",
+    ),
+    Claim(
+        "top_eig_ft",
+        "After fine-tuning, MD gives a smaller top Hessian eigenvalue",
+        "hessian_top_eigs",
+        "eigenvalue",
+        "model",
+        -1,
+        figure="Fig. 7",
+        where={"block": "all", "index": 0},
+    ),
+    Claim(
+        "trace_ft",
+        "After fine-tuning, MD gives a smaller Hessian trace",
+        "hessian_trace",
+        "trace",
+        "model",
+        -1,
+        figure="Fig. 7f",
+        where={"block": "all"},
+    ),
+    Claim(
+        "shape_bias_ft",
+        "After fine-tuning, the MD student has a higher shape bias than the teacher",
+        "shape_bias",
+        "shape_bias",
+        "model",
+        +1,
+        figure="Figs. 8a, 11",
+        where={"category": "all"},
+    ),
+    Claim(
+        "error_consistency",
+        "MD does not raise error consistency with humans",
+        "error_consistency",
+        "error_consistency",
+        "model",
+        -1,
+        kind="not_higher",
+        figure="Fig. 12",
+        where={"human": "all", "dataset": "all"},
     ),
 ]
 
@@ -104,85 +198,15 @@ def register_claim(claim: Claim) -> Claim:
     return claim
 
 
-def _group_mean(res: ProbeResult, claim: Claim) -> Tuple[Optional[float], str]:
-    t = res.table
-    per_layer = t[t.metric == claim.metric].set_index("layer")["value"]
-    depth = int(res.meta.get("depth") or per_layer.index.max())
-    lower, top = layer_groups(depth)
-    layers = top if claim.group == "top" else lower
-    vals = per_layer.reindex(layers)
-    if per_layer.empty or vals.isna().any():
-        return None, ""
-    return float(vals.mean()), f"{layers[0]}-{layers[-1]} of {depth}"
-
-
-def evaluate_pair(teacher: str, student: str, results: Dict[str, Dict[str, ProbeResult]]) -> pd.DataFrame:
-    """One row per claim: teacher and student values (mean over the layer group), delta
-    (student - teacher), verdict ("holds" / "does not hold" / "not measured" / "not comparable")."""
-    rows, deltas = [], {}
-    for c in CLAIMS:
-        rt, rs = results.get(teacher, {}).get(c.probe), results.get(student, {}).get(c.probe)
-        row = dict(
-            teacher=teacher,
-            student=student,
-            claim=c.statement,
-            probe=c.probe,
-            group=c.group,
-            teacher_layers="",
-            student_layers="",
-            teacher_value=np.nan,
-            student_value=np.nan,
-            delta=np.nan,
-            verdict="not measured",
-        )
-        if rt is None or rs is None:
-            row["verdict"] = f"not measured (run {c.probe} on both models)"
-            rows.append(row)
-            continue
-        if "of" in rt.meta and rt.meta.get("of") != rs.meta.get("of"):
-            row["verdict"] = f"not comparable (of={rt.meta.get('of')} vs of={rs.meta.get('of')})"
-            rows.append(row)
-            continue
-        (vt, lt), (vs, ls) = _group_mean(rt, c), _group_mean(rs, c)
-        row.update(teacher_layers=lt, student_layers=ls)
-        if vt is None or vs is None:
-            row["verdict"] = f"not measured ({c.metric} missing for some layers)"
-            rows.append(row)
-            continue
-        delta = vs - vt
-        deltas[c.key] = delta
-        ok = delta * c.direction > 0
-        note = ""
-        if ok and c.slight_of is not None:
-            bound = deltas.get(c.slight_of)
-            if bound is None:
-                ok, note = False, f" (cannot judge 'slightly': {c.slight_of} not measured)"
-            elif abs(delta) > abs(bound):
-                ok, note = False, f" (decrease {abs(delta):.4g} larger than the top-layer change {abs(bound):.4g})"
-        row.update(teacher_value=vt, student_value=vs, delta=delta, verdict=("holds" if ok else "does not hold") + note)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def evaluate(pairs: List[Tuple[str, str]], results: Dict[str, Dict[str, ProbeResult]]) -> pd.DataFrame:
-    frames = [evaluate_pair(t, s, results) for t, s in pairs]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
 DEFINITIONS = (
     "Top layers: the last third of the blocks (k = max(1, round(depth/3)) blocks); lower layers: "
     "the first third. Values are means over the group of the per-layer value (attention: mean over "
-    "heads; spectra: mean of the kept relative log singular values; Fourier: Δ log amplitude of the "
-    "highest kept frequency). 'Slightly' = a decrease no larger than the top-layer NMI increase."
+    "heads; entropy spread: standard deviation over heads; spectra: mean of the kept relative log "
+    "singular values; Fourier: Δ log amplitude of the highest kept frequency). 'Slightly' = a decrease "
+    "no larger than the top-layer NMI increase. Δ = student − teacher with its 95% interval (a paired "
+    "bootstrap over the images when both models saw the same images; curvature: the solvers' error "
+    "bounds combined). holds: the interval lies on the claimed side of 0; contradicted: on the other "
+    "side; inconclusive: it contains 0 (more images narrow it) or a number is unconverged."
 )
 
-__all__ = [
-    "Claim",
-    "CLAIMS",
-    "register_claim",
-    "layer_groups",
-    "evaluate_pair",
-    "evaluate",
-    "DEFINITIONS",
-    "TOP_FRACTION",
-]
+__all__ = ["Claim", "CLAIMS", "register_claim", "layer_groups", "DEFINITIONS", "TOP_FRACTION"]

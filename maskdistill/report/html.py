@@ -52,7 +52,22 @@ def table_html(df: pd.DataFrame, index: bool = True, digits: int = 4) -> str:
 
 
 def verdict_class(verdict: str) -> str:
-    return "holds" if verdict.startswith("holds") else "fails" if verdict.startswith("does not") else "na"
+    return "holds" if verdict.startswith("holds") else "fails" if verdict.startswith("contradicted") else "na"
+
+
+def _num(v: object) -> str:
+    return "" if pd.isna(v) else f"{v:.4g}"
+
+
+def _text(v: object) -> str:
+    return "" if pd.isna(v) else html.escape(str(v))
+
+
+def _interval(r: object) -> str:
+    lo, hi, how = r.delta_ci_low, r.delta_ci_high, r.interval
+    if pd.isna(lo) or pd.isna(hi):
+        return ""
+    return f"[{lo:.4g}, {hi:.4g}] <span class='note'>{_text(how)}</span>"
 
 
 def claims_html(claims: pd.DataFrame, definitions: str) -> str:
@@ -60,17 +75,17 @@ def claims_html(claims: pd.DataFrame, definitions: str) -> str:
         return ""
     out = [
         f"<p class='note'>{html.escape(definitions)}</p>",
-        "<table class='claims'><tr><th>teacher → student</th><th>claim</th>"
-        "<th>layers (teacher / student)</th><th>teacher</th><th>student</th><th>Δ (student − teacher)</th>"
-        "<th>verdict</th></tr>",
+        "<table class='claims'><tr><th>teacher → student</th><th>claim</th><th>figure</th>"
+        "<th>layers (teacher / student)</th><th>images</th><th>teacher</th><th>student</th>"
+        "<th>Δ (student − teacher)</th><th>95% interval of Δ</th><th>verdict</th></tr>",
     ]
     for r in claims.itertuples():
-        num = lambda v: "" if pd.isna(v) else f"{v:.4g}"  # noqa: E731
         out.append(
             f"<tr><td>{html.escape(r.teacher)} → {html.escape(r.student)}</td><td>{html.escape(r.claim)}</td>"
-            f"<td>{html.escape(str(r.teacher_layers))} / {html.escape(str(r.student_layers))}</td>"
-            f"<td class='num'>{num(r.teacher_value)}</td><td class='num'>{num(r.student_value)}</td>"
-            f"<td class='num'>{num(r.delta)}</td>"
+            f"<td>{_text(r.figure)}</td><td>{_text(r.teacher_layers)} / {_text(r.student_layers)}</td>"
+            f"<td class='num'>{_text(r.images)}</td>"
+            f"<td class='num'>{_num(r.teacher_value)}</td><td class='num'>{_num(r.student_value)}</td>"
+            f"<td class='num'>{_num(r.delta)}</td><td class='num'>{_interval(r)}</td>"
             f"<td class='{verdict_class(r.verdict)}'>{html.escape(r.verdict)}</td></tr>"
         )
     out.append("</table>")

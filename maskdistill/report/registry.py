@@ -84,11 +84,12 @@ def layer_table(probe: str) -> Callable[[TableFn], TableFn]:
 
 def default_layer_table(result) -> Optional[pd.DataFrame]:
     """Rows of a tidy table that carry a ``layer`` and no other index (per-layer scalars), as
-    layer x metric; None when the result has no such rows."""
+    layer x metric; None when the result has no such rows. (Their intervals are in the CSV and on
+    the figures.)"""
     t = result.table
     if "layer" not in t.columns:
         return None
-    other = [c for c in t.columns if c not in ("model", "layer", "metric", "value")]
+    other = [c for c in t.columns if c not in ("model", "layer", "metric", "value", "ci_low", "ci_high")]
     per_layer = t[t[other].isna().all(axis=1)] if other else t
     if per_layer.empty:
         return None

@@ -54,10 +54,13 @@ def test_report_names_each_model_and_embeds_its_figures(tmp_path):
     )
     # claims, also as a table on disk
     claims = pd.read_csv(out / "claims.csv")
-    assert list(claims.verdict[:4]) == ["holds", "holds", "holds", "holds"]
-    assert claims.verdict[4] == "not measured (run image_singular_values on both models)"
-    assert claims.verdict[5] == "holds" and claims.delta[5] == pytest.approx(-0.5)
-    assert page.count("<td class='holds'>holds</td>") == 5
+    assert list(claims.verdict[:4]) == ["holds", "contradicted", "holds", "holds"]  # distance top/lower, NMI top/lower
+    assert claims.verdict[4] == "not measured (attention_entropy_head_std missing for some layers)"
+    assert claims.verdict[5] == "holds" and claims.probe[5] == "token_singular_values"
+    assert claims.verdict[6] == "holds" and claims.delta[6] == pytest.approx(-0.5)  # low frequencies, top layers
+    assert claims.verdict[7] == "inconclusive (the interval contains 0: more images narrow it)"  # delta 0
+    assert "image_singular_values" not in set(claims.probe)  # neither model ran it
+    assert page.count("<td class='holds'>holds</td>") == 5 and page.count("<td class='fails'>contradicted</td>") == 1
     # the sections after the figures
     assert "<h2>Per-layer numbers</h2>" in page and "token_singular_values: mean_relative_log_singular_value" in page
     assert "<h3>student: knn_accuracy</h3>" in page and "<td>0.625</td>" in page

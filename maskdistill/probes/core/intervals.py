@@ -16,7 +16,7 @@ scalar), its table the columns ``ci_low`` / ``ci_high``, its metadata ``bootstra
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -45,25 +45,32 @@ class Bootstrap:
         if not 0.0 < self.level < 1.0:
             raise ValueError(f"bootstrap level={self.level}: give a coverage between 0 and 1, e.g. 0.95.")
 
-    def counts(self, n: int) -> np.ndarray:
-        """(B, n) float64 multinomial counts: how often replicate r draws unit i (rows sum to n)."""
+    def count_chunks(self, n: int, chunk: int = 128) -> Iterator[np.ndarray]:
+        """The (B, n) multinomial counts (how often replicate r draws unit i; rows sum to n) in
+        chunks of ``chunk`` replicates, float32: memory stays small for 50,000 images."""
         if n < 1:
             raise ValueError("a bootstrap needs at least one image.")
         rng = np.random.default_rng([int(self.seed), int(n), 0x0B0075])
-        return rng.multinomial(n, np.full(n, 1.0 / n), size=self.replicates).astype(np.float64)
+        p = np.full(n, 1.0 / n)
+        for start in range(0, self.replicates, chunk):
+            yield rng.multinomial(n, p, size=min(chunk, self.replicates - start)).astype(np.float32)
+
+    def counts(self, n: int) -> np.ndarray:
+        """All (B, n) counts at once (the same rows as :meth:`count_chunks`)."""
+        return np.concatenate(list(self.count_chunks(n)))
 
     def means(self, values: np.ndarray) -> np.ndarray:
         """Replicates (B, ...) of the mean over units of ``values`` (n, ...)."""
         v = np.asarray(values, dtype=np.float64)
         n = v.shape[0]
         flat = v.reshape(n, -1)
-        out = self.counts(n) @ flat / n
+        out = np.concatenate([c.astype(np.float64) @ flat for c in self.count_chunks(n)]) / n
         return out.reshape((self.replicates,) + v.shape[1:])
 
     def statistic(self, n: int, fn: Callable[[np.ndarray], Any]) -> np.ndarray:
         """Replicates (B, ...) of a statistic that is no mean: ``fn(weights (n,))`` evaluates it with
         unit ``i`` counted ``weights[i]`` times (e.g. a weighted covariance's spectrum)."""
-        return np.stack([np.asarray(fn(c), dtype=np.float64) for c in self.counts(n)])
+        return np.stack([np.asarray(fn(c), dtype=np.float64) for ch in self.count_chunks(n) for c in ch])
 
     def interval(self, replicates: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Percentile interval (low, high) over axis 0 of ``replicates``."""
@@ -103,7 +110,7 @@ def paired(meta_a: Dict[str, Any], meta_b: Dict[str, Any]) -> bool:
     ba, bb = meta_a.get("bootstrap"), meta_b.get("bootstrap")
     if not ba or not bb or ba != bb:
         return False
-    keys = ("data", "seed", "images_requested", "n_images")
+    keys = ("data", "seed", "images_requested", "images")
     return all(meta_a.get(k) == meta_b.get(k) for k in keys)
 
 

@@ -13,7 +13,7 @@ Tables (tidy, one row per number): ``layer``, ``head`` (empty for per-layer rows
 from __future__ import annotations
 
 import math
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,9 @@ from maskdistill.probes.representation.attention_accumulators import (
     MapRequest,
 )
 from maskdistill.probes.representation.attention_stats import patch_distances
+from maskdistill.probes.representation.layer_intervals import describe, head_spread_intervals, per_head_intervals
 
+HEAD_SPREAD = "attention_entropy_head_std"
 CONVENTIONS = (
     "post-softmax attention; prefix (CLS/register) rows and columns dropped, rows renormalised "
     "(Park et al. 2022); per (layer, head): mean over queries, then over images; layer i = "
@@ -54,12 +56,29 @@ def _per_head(stats: SharedStats, sums: torch.Tensor, metric: str, scale: float 
 
 def _meta(ctx: Any, stats: SharedStats, heads: int, **extra: Any) -> dict:
     return ctx.meta(
-        **stats.describe(), heads=heads, conventions=CONVENTIONS, layers="1..depth: attention of block i", **extra
+        **stats.describe(),
+        **describe(getattr(ctx, "bootstrap", None), stats.n_images),
+        heads=heads,
+        conventions=CONVENTIONS,
+        layers="1..depth: attention of block i",
+        **extra,
     )
 
 
 def _table(rows: List[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["layer", "head", "metric", "value"])
+    return pd.DataFrame(rows, columns=["layer", "head", "metric", "value"]).assign(ci_low=np.nan, ci_high=np.nan)
+
+
+def _with_intervals(
+    ctx: Any, att: AttentionStats, rows: List[dict], metrics: Sequence[Tuple[str, str, float]]
+) -> Tuple[pd.DataFrame, Dict[str, np.ndarray]]:
+    """The table of ``rows`` with the intervals of each ``(metric, statistic, scale)`` from the
+    per-image values of ``statistic`` (distance, entropy or nmi), and the replicates."""
+    table, arrays = _table(rows), {}
+    boot = getattr(ctx, "bootstrap", None)
+    for metric, stat, scale in metrics:
+        per_head_intervals(table, arrays, metric, att.per_image.get(stat), boot, scale)
+    return table, arrays
 
 
 def _attention(ctx: Any) -> Tuple[SharedStats, AttentionStats]:
@@ -72,34 +91,42 @@ def attention_distance(ctx: Any) -> ProbeResult:
     """Average attention distance in input pixels per layer and head: mean_q sum_k A[q,k] D[q,k],
     D the Euclidean distance between patch centres times the patch size."""
     st, att = _attention(ctx)
-    return ProbeResult(
-        "attention_distance",
-        ctx.name,
-        _table(_per_head(st, att.distance, "attention_distance")),
-        _meta(
-            ctx,
-            st,
-            att.heads,
-            unit="pixels of the model's input",
-            max_distance=float(st.patch_size * math.hypot(st.grid[0] - 1, st.grid[1] - 1)),
-        ),
-    )
+    rows = _per_head(st, att.distance, "attention_distance")
+    table, arrays = _with_intervals(ctx, att, rows, [("attention_distance", "distance", 1.0)])
+    max_distance = float(st.patch_size * math.hypot(st.grid[0] - 1, st.grid[1] - 1))
+    meta = _meta(ctx, st, att.heads, unit="pixels of the model's input", max_distance=max_distance)
+    return ProbeResult("attention_distance", ctx.name, table, meta, arrays)
+
+
+def _head_spread(st: SharedStats, sums: torch.Tensor, metric: str) -> List[dict]:
+    """Per layer the standard deviation over heads of the per-head means (Fig. 10's spread)."""
+    spread = (sums / st.n_images).numpy().std(-1)
+    return [dict(layer=l + 1, head=np.nan, metric=metric, value=float(v)) for l, v in enumerate(spread)]
 
 
 @register("attention_entropy", needs=("attention",), figure="Fig. 10", shared=ATTENTION)
 def attention_entropy(ctx: Any) -> ProbeResult:
-    """Attention entropy per layer and head, -sum_k A log A (nats), and divided by log N."""
+    """Attention entropy per layer and head, -sum_k A log A (nats), and divided by log N; per layer
+    also the spread over heads (standard deviation of the per-head means, Fig. 10)."""
     st, att = _attention(ctx)
     n = st.grid[0] * st.grid[1]
-    rows = _per_head(st, att.entropy, "attention_entropy") + _per_head(
-        st, att.entropy, "attention_entropy_normalized", 1.0 / math.log(n)
+    rows = (
+        _per_head(st, att.entropy, "attention_entropy")
+        + _per_head(st, att.entropy, "attention_entropy_normalized", 1.0 / math.log(n))
+        + _head_spread(st, att.entropy, HEAD_SPREAD)
     )
-    return ProbeResult(
-        "attention_entropy",
-        ctx.name,
-        _table(rows),
-        _meta(ctx, st, att.heads, unit="nats (natural log); normalized: divided by log N", log_n=math.log(n)),
+    metrics = [("attention_entropy", "entropy", 1.0), ("attention_entropy_normalized", "entropy", 1.0 / math.log(n))]
+    table, arrays = _with_intervals(ctx, att, rows, metrics)
+    head_spread_intervals(table, arrays, HEAD_SPREAD, att.per_image.get("entropy"), getattr(ctx, "bootstrap", None))
+    meta = _meta(
+        ctx,
+        st,
+        att.heads,
+        unit="nats (natural log); normalized: divided by log N",
+        log_n=math.log(n),
+        head_spread="standard deviation over heads (ddof 0) of the per-head mean entropy",
     )
+    return ProbeResult("attention_entropy", ctx.name, table, meta, arrays)
 
 
 @register("attention_nmi", needs=("attention",), figure="Fig. 6a", shared=ATTENTION)
@@ -107,12 +134,9 @@ def attention_nmi(ctx: Any) -> ProbeResult:
     """Normalised mutual information between queries and keys per layer and head (per image,
     p(k) the marginal of that image; NMI = I / sqrt(H(q) H(k)); mean over images)."""
     st, att = _attention(ctx)
-    return ProbeResult(
-        "attention_nmi",
-        ctx.name,
-        _table(_per_head(st, att.nmi, "attention_nmi")),
-        _meta(ctx, st, att.heads, normalisation="I(q;k) / sqrt(H(q) H(k)), H(q) = log N; 0 when H(k) = 0"),
-    )
+    table, arrays = _with_intervals(ctx, att, _per_head(st, att.nmi, "attention_nmi"), [("attention_nmi", "nmi", 1.0)])
+    meta = _meta(ctx, st, att.heads, normalisation="I(q;k) / sqrt(H(q) H(k)), H(q) = log N; 0 when H(k) = 0")
+    return ProbeResult("attention_nmi", ctx.name, table, meta, arrays)
 
 
 def _kept_maps(ctx: Any, req: MapRequest) -> Tuple[SharedStats, KeptMaps]:

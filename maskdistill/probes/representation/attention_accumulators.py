@@ -3,7 +3,8 @@
 - ``"attention"``: per (block, head) float64 sums over images of each image's distance, entropy and
   NMI (:func:`~maskdistill.probes.representation.attention_stats.attention_sums`: prefix tokens
   dropped and rows renormalised; per image the mean over queries), computed in float32 on the device,
-  plus the attention maps of a few images (:class:`MapRequest`);
+  the same per-image values (images, depth, H) for the intervals over images, and the attention maps
+  of a few images (:class:`MapRequest`);
 - ``"attention_maps"``: the maps only, for a short extra pass over the requested images.
 
 A map is the renormalised attention row of a query patch (column i, row j) -- row ``j * cols + i`` --
@@ -12,17 +13,19 @@ reshaped to the patch grid, one per head, kept as float32 for the requested imag
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 
+from maskdistill.probes.core.per_image import PerImageValues
 from maskdistill.probes.core.shared_pass import Accumulator, LayerSums, Layout, register_group
 from maskdistill.probes.representation.attention_stats import attention_sums, drop_prefix, patch_distances
 
 ATTENTION = "attention"
 ATTENTION_MAPS = "attention_maps"
+STATISTICS = ("distance", "entropy", "nmi")
 
 
 @dataclass(frozen=True)
@@ -64,13 +67,15 @@ class KeptMaps:
 
 @dataclass
 class AttentionStats:
-    """(depth, H) float64 sums over images of per-image means over queries (None: not computed)."""
+    """(depth, H) float64 sums over images of per-image means over queries (None: not computed), and
+    ``per_image``: statistic -> the per-image values (images, depth, H) float32."""
 
     distance: Optional[torch.Tensor]
     entropy: Optional[torch.Tensor]
     nmi: Optional[torch.Tensor]
     heads: int
     maps: KeptMaps
+    per_image: Dict[str, Optional[np.ndarray]] = field(default_factory=dict)
 
 
 @register_group(ATTENTION_MAPS, reads=("attention",), extra_only=True)
@@ -119,7 +124,8 @@ class AttentionAccumulator(Accumulator):
     def __init__(self, request: Optional[MapRequest] = None) -> None:
         self.maps = MapKeeper(request, strict=False)
         self.images = self.maps.images
-        self.sums = {k: LayerSums() for k in ("distance", "entropy", "nmi")}
+        self.sums = {k: LayerSums() for k in STATISTICS}
+        self.values = {k: PerImageValues() for k in STATISTICS}
         self._dist: Dict[Any, torch.Tensor] = {}  # patch distances per (grid, patch size, device)
 
     def begin_batch(self, offset: int, size: int) -> None:
@@ -131,13 +137,15 @@ class AttentionAccumulator(Accumulator):
         if key not in self._dist:
             self._dist[key] = patch_distances(layout.grid, layout.patch_size, attn.device)  # (N, N) float32
         values = attention_sums(attn, layout.num_prefix, self._dist[key])  # (B, H) each
-        for name, value in zip(("distance", "entropy", "nmi"), values):
+        for name, value in zip(STATISTICS, values):
             self.sums[name].add(block, value.sum(0), layout.depth)
+            self.values[name].add(block, value, layout.depth)
 
     def finish(self, n_images: int) -> AttentionStats:
-        distance, entropy, nmi = (self.sums[k].result() for k in ("distance", "entropy", "nmi"))
+        distance, entropy, nmi = (self.sums[k].result() for k in STATISTICS)
         heads = int(distance.shape[1]) if distance is not None else 0
-        return AttentionStats(distance, entropy, nmi, heads, self.maps.finish(n_images))
+        per_image = {k: self.values[k].result() for k in STATISTICS}
+        return AttentionStats(distance, entropy, nmi, heads, self.maps.finish(n_images), per_image)
 
 
 __all__ = [

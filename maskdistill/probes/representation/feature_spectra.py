@@ -65,7 +65,7 @@ def _check_of(of: str) -> None:
         raise ValueError(f"of={of!r}: use 'covariance' (Park et al.'s convention) or 'features'.")
 
 
-def _relative_log(sv: torch.Tensor, of: str, keep: int) -> torch.Tensor:
+def relative_log(sv: torch.Tensor, of: str, keep: int) -> torch.Tensor:
     """Singular values of the centred features (..., >= keep), descending -> relative log values
     (..., keep) of the features or of their covariance (sigma^2 / (n - 1): exactly twice the
     relative log values). Values are floored at the smallest positive float64 so that exactly
@@ -88,7 +88,7 @@ def singular_spectrum(x: torch.Tensor, of: str = "covariance") -> torch.Tensor:
         raise ValueError(f"singular_spectrum expects a matrix (n, C) with n >= 2 rows, got {tuple(x.shape)}.")
     x = x.to(torch.float64)
     sv = torch.linalg.svdvals(x - x.mean(0, keepdim=True))  # (min(n, C),), descending
-    return _relative_log(sv, of, min(x.shape[0] - 1, x.shape[1]))
+    return relative_log(sv, of, min(x.shape[0] - 1, x.shape[1]))
 
 
 def token_singular_spectrum(tokens: torch.Tensor, of: str = "covariance", per_image: bool = False) -> torch.Tensor:
@@ -102,7 +102,7 @@ def token_singular_spectrum(tokens: torch.Tensor, of: str = "covariance", per_im
         )
     x = tokens.to(torch.float64)
     sv = torch.linalg.svdvals(x - x.mean(1, keepdim=True))  # (B, min(N, C))
-    rel = _relative_log(sv, of, min(x.shape[1] - 1, x.shape[2]))  # (B, K)
+    rel = relative_log(sv, of, min(x.shape[1] - 1, x.shape[2]))  # (B, K)
     return rel if per_image else rel.mean(0)
 
 
@@ -158,11 +158,12 @@ class SpectrumAccumulator:
         if self.m2 is None or self.n < 2:
             raise ValueError(f"the image-level spectrum needs at least 2 images, got {self.n}.")
         ev = torch.linalg.eigvalsh(self.m2).flip(0).clamp_min(0)  # (C,), descending
-        return _relative_log(ev.sqrt(), of, min(self.n - 1, self.m2.shape[0]))
+        return relative_log(ev.sqrt(), of, min(self.n - 1, self.m2.shape[0]))
 
 
 __all__ = [
     "SPECTRUM_OF",
+    "relative_log",
     "SpectrumAccumulator",
     "fourier_log_amplitude_diagonal",
     "fourier_relative_log_amplitude",

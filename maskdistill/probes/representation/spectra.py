@@ -14,7 +14,7 @@ scalars), ``metric``, ``value``.
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, List, Tuple
 
 import numpy as np
 import pandas as pd
@@ -22,13 +22,18 @@ import pandas as pd
 from maskdistill.probes.core.registry import ProbeResult, register
 from maskdistill.probes.core.shared_pass import SharedStats
 from maskdistill.probes.representation.feature_spectra import SPECTRUM_OF
+from maskdistill.probes.representation.layer_intervals import describe, image_spectrum_intervals, layer_intervals
 from maskdistill.probes.representation.token_accumulators import FOURIER, IMAGE_SPECTRUM, TOKEN_SPECTRUM
 
+HIGH_FREQ = "high_freq_relative_log_amplitude"
+MEAN_SV = "mean_relative_log_singular_value"
 LAYERS = "0 = patch embedding + position embedding, i = output of block i; before the final norm"
 
 
 def _meta(ctx: Any, st: SharedStats, **extra: Any) -> dict:
-    return ctx.meta(**st.describe(), layers=LAYERS, prefix="dropped", **extra)
+    mine = dict(describe(getattr(ctx, "bootstrap", None), st.n_images), layers=LAYERS, prefix="dropped")
+    mine.update(extra)  # e.g. why a probe has no interval
+    return ctx.meta(**st.describe(), **mine)
 
 
 def _curve_rows(curves: np.ndarray, metric: str, scalar_metric: str, scalars: np.ndarray) -> List[dict]:
@@ -43,7 +48,7 @@ def _curve_rows(curves: np.ndarray, metric: str, scalar_metric: str, scalars: np
 
 
 def _table(rows: List[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["layer", "index", "metric", "value"])
+    return pd.DataFrame(rows, columns=["layer", "index", "metric", "value"]).assign(ci_low=np.nan, ci_high=np.nan)
 
 
 def _check_of(of: str) -> None:
@@ -57,13 +62,16 @@ def feature_fourier(ctx: Any) -> ProbeResult:
     curve over diagonal frequencies (k, k), k = 0..ceil(L/2)-1, minus k = 0, and the per-layer
     scalar at the highest kept frequency (Fig. 3b's Δ log amplitude)."""
     st = ctx.shared_pass(FOURIER)
-    mean = (st.group(FOURIER) / st.n_images).numpy()  # (depth + 1, K) mean log amplitude
+    curves = st.group(FOURIER)
+    mean = (curves.sums / st.n_images).numpy()  # (depth + 1, K) mean log amplitude
     rel = mean - mean[:, :1]
-    rows = _curve_rows(rel, "relative_log_amplitude", "high_freq_relative_log_amplitude", rel[:, -1])
+    table = _table(_curve_rows(rel, "relative_log_amplitude", HIGH_FREQ, rel[:, -1]))
+    arrays = {"relative_log_amplitude": rel}
+    layer_intervals(table, arrays, HIGH_FREQ, curves.per_image, getattr(ctx, "bootstrap", None))
     return ProbeResult(
         "feature_fourier",
         ctx.name,
-        _table(rows),
+        table,
         _meta(
             ctx,
             st,
@@ -71,16 +79,25 @@ def feature_fourier(ctx: Any) -> ProbeResult:
             frequencies="diagonal (k, k) from the centre",
             scalar=f"k = {rel.shape[1] - 1} (last kept; not Nyquist for even L)",
         ),
-        {"relative_log_amplitude": rel},
+        arrays,
     )
 
 
-def _spectrum_result(ctx: Any, st: SharedStats, probe: str, rel: np.ndarray, of: str, level: str) -> ProbeResult:
-    rows = _curve_rows(rel, "relative_log_singular_value", "mean_relative_log_singular_value", rel.mean(1))
+def _spectrum_result(
+    ctx: Any,
+    st: SharedStats,
+    probe: str,
+    rel: np.ndarray,
+    of: str,
+    level: str,
+    table: pd.DataFrame,
+    arrays: dict,
+    **extra: Any,
+) -> ProbeResult:
     return ProbeResult(
         probe,
         ctx.name,
-        _table(rows),
+        table,
         _meta(
             ctx,
             st,
@@ -90,9 +107,15 @@ def _spectrum_result(ctx: Any, st: SharedStats, probe: str, rel: np.ndarray, of:
             relative="log s_i - log s_1 (natural log); 'covariance' values are exactly twice 'features' values",
             scalar="mean of the kept relative log values",
             rank_limit="first min(n - 1, C) values kept",
+            **extra,
         ),
-        {"relative_log_singular_value": rel},
+        arrays,
     )
+
+
+def _spectrum_table(rel: np.ndarray) -> Tuple[pd.DataFrame, dict]:
+    rows = _curve_rows(rel, "relative_log_singular_value", MEAN_SV, rel.mean(1))
+    return _table(rows), {"relative_log_singular_value": rel}
 
 
 @register("token_singular_values", needs=("tokens",), figure="Figs. 4, 6b", shared=TOKEN_SPECTRUM)
@@ -102,15 +125,12 @@ def token_singular_values(ctx: Any, of: str = "covariance") -> ProbeResult:
     features."""
     _check_of(of)
     st = ctx.shared_pass(TOKEN_SPECTRUM)
-    rel = (st.group(TOKEN_SPECTRUM) / st.n_images).numpy() * (2.0 if of == "covariance" else 1.0)  # (depth + 1, K)
-    return _spectrum_result(
-        ctx,
-        st,
-        "token_singular_values",
-        rel,
-        of,
-        "token: per image, N patch tokens centred over tokens; mean over images",
-    )
+    curves, scale = st.group(TOKEN_SPECTRUM), (2.0 if of == "covariance" else 1.0)
+    rel = (curves.sums / st.n_images).numpy() * scale  # (depth + 1, K)
+    table, arrays = _spectrum_table(rel)
+    layer_intervals(table, arrays, MEAN_SV, curves.per_image, getattr(ctx, "bootstrap", None), scale)
+    level = "token: per image, N patch tokens centred over tokens; mean over images"
+    return _spectrum_result(ctx, st, "token_singular_values", rel, of, level, table, arrays)
 
 
 @register("image_singular_values", needs=("tokens",), figure="Figs. 5, 6c", shared=IMAGE_SPECTRUM)
@@ -119,15 +139,13 @@ def image_singular_values(ctx: Any, of: str = "covariance") -> ProbeResult:
     tokens of all analysed images (n, C), centred over images (merged batch by batch in float64)."""
     _check_of(of)
     st = ctx.shared_pass(IMAGE_SPECTRUM)
-    rel = np.stack([acc.spectrum(of).cpu().numpy() for acc in st.group(IMAGE_SPECTRUM)])  # (depth + 1, K)
-    return _spectrum_result(
-        ctx,
-        st,
-        "image_singular_values",
-        rel,
-        of,
-        "image: global-average-pooled patch tokens of all images, centred over images",
-    )
+    spectra = st.group(IMAGE_SPECTRUM)
+    rel = np.stack([acc.spectrum(of).cpu().numpy() for acc in spectra.layers])  # (depth + 1, K)
+    table, arrays = _spectrum_table(rel)
+    why = image_spectrum_intervals(table, arrays, MEAN_SV, spectra.pooled, getattr(ctx, "bootstrap", None), of)
+    level = "image: global-average-pooled patch tokens of all images, centred over images"
+    extra = {"intervals": why} if why else {}
+    return _spectrum_result(ctx, st, "image_singular_values", rel, of, level, table, arrays, **extra)
 
 
 __all__ = ["feature_fourier", "token_singular_values", "image_singular_values"]

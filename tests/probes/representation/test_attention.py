@@ -167,16 +167,25 @@ def test_a_probe_asked_later_runs_only_what_is_missing():
 
 
 def _kept_bytes(stats) -> int:
+    """The running state of the pass: sums, scatter matrices, kept maps and pictures."""
     att = stats.group(ATTENTION)
-    tensors = (att.distance, att.entropy, att.nmi, stats.group(FOURIER), stats.group(TOKEN_SPECTRUM))
+    curves = (stats.group(FOURIER).sums, stats.group(TOKEN_SPECTRUM).sums)
+    tensors = (att.distance, att.entropy, att.nmi) + curves
     n = sum(t.numel() * t.element_size() for t in tensors if t is not None)
-    n += sum(a.m2.numel() * 8 + a.mean.numel() * 8 for a in stats.group(IMAGE_SPECTRUM))
+    n += sum(a.m2.numel() * 8 + a.mean.numel() * 8 for a in stats.group(IMAGE_SPECTRUM).layers)
     return n + sum(v.nbytes for v in att.maps.values.values()) + sum(v.nbytes for v in stats.kept_images.values())
+
+
+def _per_image_bytes(stats) -> int:
+    """The per-image values the intervals resample: a few float32 numbers per image and layer."""
+    att = stats.group(ATTENTION)
+    arrays = list(att.per_image.values()) + [stats.group(FOURIER).per_image, stats.group(TOKEN_SPECTRUM).per_image]
+    return sum(a.nbytes for a in arrays) + stats.group(IMAGE_SPECTRUM).pooled.nbytes
 
 
 def test_kept_state_does_not_grow_with_the_number_of_images():
     model = grid14_vit(seed=4)
-    sizes = []
+    sizes, per_image = [], []
     for n in (6, 18):
         ctx = make_ctx(model, images=n, batch_size=6)
         get_probe("image_singular_values").fn(ctx)  # first call computes every group (wanted=None)
@@ -184,6 +193,10 @@ def test_kept_state_does_not_grow_with_the_number_of_images():
         kept_maps = stats.group(ATTENTION).maps.values
         assert stats.n_images == n and len(kept_maps) == 4 * 2  # 4 images x 2 blocks, never more
         sizes.append(_kept_bytes(stats))
+        per_image.append(_per_image_bytes(stats))
+        depth, heads, width = stats.depth, stats.group(ATTENTION).heads, model.embed_dim
+        # per image: 3 attention statistics per (block, head), 2 curve scalars and the pooled tokens per token layer
+        assert per_image[-1] == 4 * n * (3 * depth * heads + 2 * (depth + 1) + (depth + 1) * width)
     assert sizes[0] == sizes[1]
 
 
