@@ -56,3 +56,17 @@ def test_layer_lines_figure_saves_png_and_pdf_or_nothing(tmp_path):
     assert fig.title_for(results) == "1 models" and LayerLines("f", "x", "y", "fixed", "m").title_for({}) == "fixed"
     empty = {"teacher": ProbeResult("p", "teacher", pd.DataFrame({"layer": [1], "metric": ["n"], "value": [np.nan]}))}
     assert fig(empty, COLORS, tmp_path / "none") == [] and not (tmp_path / "none").exists()
+
+
+def test_intervals_are_drawn_as_a_band_under_each_line():
+    banded = per_layer("p", "teacher", "m", {1: 1.0, 2: 2.0, 3: 3.0})
+    banded.table["ci_low"] = banded.table["value"] - 0.5
+    banded.table["ci_high"] = banded.table["value"] + 0.25
+    results = {"teacher": banded, "student": per_layer("p", "student", "m", {1: 1.0, 2: 2.0, 3: 3.0})}
+    fig, ax = plt.subplots()
+    assert draw_layer_lines(ax, results, COLORS, "m") == 2
+    (band,) = ax.collections  # the student has no interval: no band
+    assert to_hex(band.get_facecolor()[0][:3]) == "#1f77b4"
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert ys.min() == 0.5 and ys.max() == 3.25  # from the lowest ci_low to the highest ci_high
+    plt.close(fig)

@@ -31,7 +31,8 @@ def draw_layer_lines(
     extra: Optional[Extra] = None,
 ) -> int:
     """One ``o-`` line per model: ``metric`` against ``layer``, in the model's colour, labelled with
-    the model's name; a model without rows of ``metric`` is left out. Returns the lines drawn."""
+    the model's name, over a band of its 95 % interval where the result has one (``ci_low`` /
+    ``ci_high``); a model without rows of ``metric`` is left out. Returns the lines drawn."""
     drawn = 0
     for model, res in results.items():
         t = res.table
@@ -40,6 +41,8 @@ def draw_layer_lines(
             continue
         if extra is not None:
             extra(ax, res, colors[model])
+        if {"ci_low", "ci_high"} <= set(rows.columns) and rows[["ci_low", "ci_high"]].notna().all().all():
+            ax.fill_between(rows["layer"], rows["ci_low"], rows["ci_high"], color=colors[model], alpha=0.2, lw=0)
         ax.plot(rows["layer"], rows["value"], "o-", color=colors[model], label=model, ms=4)
         drawn += 1
     return drawn
