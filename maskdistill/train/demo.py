@@ -10,7 +10,10 @@
    ``<out>/results.md`` and ``results.json``;
 4. fine-tune the teacher and the MD student on the *shape* labels (``configs/finetune/demo.yaml``:
    the paper's Sec. 4 recipe scaled down) and add their held-out top-1 to the table. Shape is the
-   transfer task: neither model saw shape labels, and the teacher was trained to ignore shape.
+   transfer task: neither model saw shape labels, and the teacher was trained to ignore shape;
+5. analyse them as the paper does (``train/demo_analysis.py``): teacher vs MD student (attention,
+   spectra, Fourier) and the two fine-tunes (Hessian, landscape, shape bias), into
+   ``<out>/analysis/`` with the claims' intervals and verdicts.
 
 Stages already finished in ``<out>`` (same config) are reused, so running the demo twice is cheap.
 """
@@ -34,6 +37,7 @@ from maskdistill.models.backbone import load_backbone
 from maskdistill.runs.checkpoint import run_finished
 from maskdistill.runs.metrics import read_metrics
 from maskdistill.train.classify import ClassifyConfig, train_classifier
+from maskdistill.train.demo_analysis import run_demo_analysis
 from maskdistill.train.finetune import finetune
 from maskdistill.train.finetune_config import FinetuneConfig
 from maskdistill.train.pretrain import pretrain
@@ -63,6 +67,7 @@ def run_demo(
     overwrite: bool = False,
     overrides: Optional[List[str]] = None,
     eval_images: int = 1000,
+    analysis: bool = True,
 ) -> Dict[str, Dict[str, float]]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -102,6 +107,8 @@ def run_demo(
     (out / "results.md").write_text(table + "\n")
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print(table)
+    if analysis:
+        run_demo_analysis(out, overwrite=overwrite)
     return results
 
 

@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 from helpers import models
+from helpers.chromium import rendered_images
 from maskdistill.cli import main
 from maskdistill.data.analysis_data import parse_data
 from maskdistill.probes import ProbeResult
@@ -37,8 +38,6 @@ MINE = (
     "image_singular_values",
 )
 TINY = "img_size=32&patch_size=8&embed_dim=32&depth=3&num_heads=2&num_classes=10"
-CHROMIUM_NAMES = ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome", "headless_shell")
-CHROMIUM_APT = "apt-get install -y --no-install-recommends chromium-headless-shell"
 
 
 # ----------------------------------------------------------------------------------------- parsing
@@ -242,47 +241,10 @@ def test_report_regenerates_from_saved_files_alone(analysis, tmp_path):
     assert (copy / "report.html").is_file() and (copy / "figures" / "fig6a_attention_nmi.png").stat().st_size > 0
 
 
-def _chromium() -> str | None:
-    for name in CHROMIUM_NAMES:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
 @pytest.mark.slow
 def test_every_report_image_renders_in_headless_chromium(analysis, tmp_path):
-    browser = _chromium()
-    if browser is None:
-        pytest.skip(
-            f"no headless Chromium found ({', '.join(CHROMIUM_NAMES)}); `make test` installs it with: {CHROMIUM_APT}"
-        )
-    out = analysis
-    html = (out / "report.html").read_text()
-    probe = (
-        "<script>window.addEventListener('load',function(){document.body.setAttribute('data-imgs',"
-        "JSON.stringify([].map.call(document.images,function(i){return [i.complete,i.naturalWidth,"
-        "i.naturalHeight];})));});</script></body>"
-    )
-    page = tmp_path / "report_probe.html"  # a copy with a reporter script; the report itself has none
-    page.write_text(html.replace("</body>", probe))
-    run = subprocess.run(
-        [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--virtual-time-budget=15000",
-            "--dump-dom",
-            page.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    found = re.search(r'data-imgs="([^"]*)"', run.stdout)
-    assert found, f"Chromium did not render the page: {run.stderr[-2000:]}"
-    imgs = json.loads(found.group(1).replace("&quot;", '"'))
+    html = (analysis / "report.html").read_text()
+    imgs = rendered_images(analysis / "report.html", tmp_path)
     assert len(imgs) == html.count("<img ") and len(imgs) >= 10
     assert all(done and w > 0 and h > 0 for done, w, h in imgs), imgs
 
