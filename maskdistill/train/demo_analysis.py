@@ -33,7 +33,7 @@ REPRESENTATION = (
     "image_singular_values",
 )
 FINETUNED = ("hessian_top_eigs", "hessian_trace", "loss_landscape_2d", "shape_bias")
-# 256 images: the image-level spectrum of the demo's 128-wide models needs 2 x 128 for its interval.
+# 256 images: twice the demo models' width, so that the image-level spectrum keeps all 128 values.
 IMAGES = 256
 DATA = "builtin:val"  # shape labels: the labels the fine-tuned heads were trained on
 

@@ -31,9 +31,8 @@ LAYERS = "0 = patch embedding + position embedding, i = output of block i; befor
 
 
 def _meta(ctx: Any, st: SharedStats, **extra: Any) -> dict:
-    mine = dict(describe(getattr(ctx, "bootstrap", None), st.n_images), layers=LAYERS, prefix="dropped")
-    mine.update(extra)  # e.g. why a probe has no interval
-    return ctx.meta(**st.describe(), **mine)
+    boot = describe(getattr(ctx, "bootstrap", None), st.n_images)
+    return ctx.meta(**st.describe(), **boot, layers=LAYERS, prefix="dropped", **extra)
 
 
 def _curve_rows(curves: np.ndarray, metric: str, scalar_metric: str, scalars: np.ndarray) -> List[dict]:
@@ -142,10 +141,9 @@ def image_singular_values(ctx: Any, of: str = "covariance") -> ProbeResult:
     spectra = st.group(IMAGE_SPECTRUM)
     rel = np.stack([acc.spectrum(of).cpu().numpy() for acc in spectra.layers])  # (depth + 1, K)
     table, arrays = _spectrum_table(rel)
-    why = image_spectrum_intervals(table, arrays, MEAN_SV, spectra.pooled, getattr(ctx, "bootstrap", None), of)
+    image_spectrum_intervals(table, arrays, MEAN_SV, spectra.pooled, getattr(ctx, "bootstrap", None), of)
     level = "image: global-average-pooled patch tokens of all images, centred over images"
-    extra = {"intervals": why} if why else {}
-    return _spectrum_result(ctx, st, "image_singular_values", rel, of, level, table, arrays, **extra)
+    return _spectrum_result(ctx, st, "image_singular_values", rel, of, level, table, arrays)
 
 
 __all__ = ["feature_fourier", "token_singular_values", "image_singular_values"]
