@@ -16,6 +16,7 @@ scalar), its table the columns ``ci_low`` / ``ci_high``, its metadata ``bootstra
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
@@ -24,6 +25,14 @@ import pandas as pd
 PREFIX = "bootstrap."
 REPLICATES = 1000
 LEVEL = 0.95
+CACHED_COUNTS = 4_000_000  # replicates x units up to which the counts are kept between calls (32 MB)
+
+
+@lru_cache(maxsize=4)
+def _cached_counts(boot: "Bootstrap", n: int) -> np.ndarray:
+    counts = np.concatenate(list(boot.count_chunks(n))).astype(np.float64)
+    counts.setflags(write=False)
+    return counts
 
 
 def array_key(metric: str) -> str:
@@ -56,15 +65,21 @@ class Bootstrap:
             yield rng.multinomial(n, p, size=min(chunk, self.replicates - start)).astype(np.float32)
 
     def counts(self, n: int) -> np.ndarray:
-        """All (B, n) counts at once (the same rows as :meth:`count_chunks`)."""
-        return np.concatenate(list(self.count_chunks(n)))
+        """All (B, n) counts at once (the same rows as :meth:`count_chunks`), float64; kept for the
+        next call when small (every metric of every model with ``n`` images uses the same)."""
+        if self.replicates * n <= CACHED_COUNTS:
+            return _cached_counts(self, int(n))
+        return np.concatenate(list(self.count_chunks(n))).astype(np.float64)
 
     def means(self, values: np.ndarray) -> np.ndarray:
         """Replicates (B, ...) of the mean over units of ``values`` (n, ...)."""
         v = np.asarray(values, dtype=np.float64)
         n = v.shape[0]
         flat = v.reshape(n, -1)
-        out = np.concatenate([c.astype(np.float64) @ flat for c in self.count_chunks(n)]) / n
+        if self.replicates * n <= CACHED_COUNTS:
+            out = self.counts(n) @ flat / n
+        else:  # 50,000 images: the counts in chunks, never all at once
+            out = np.concatenate([c.astype(np.float64) @ flat for c in self.count_chunks(n)]) / n
         return out.reshape((self.replicates,) + v.shape[1:])
 
     def statistic(self, n: int, fn: Callable[[np.ndarray], Any]) -> np.ndarray:

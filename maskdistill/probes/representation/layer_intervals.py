@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 import pandas as pd
+import torch
 
 from maskdistill.probes.core.intervals import Bootstrap, attach
 
@@ -71,8 +72,8 @@ def spectrum_influence(x: np.ndarray, of: str) -> np.ndarray:
     IF_i = mean_{k<K} (p_ik - 1) - (p_i1 - 1) for the covariance's relative logs (K = min(n - 1, C)),
     half of it for the features'. (n,) -- mean zero."""
     z = x - x.mean(0, keepdims=True)
-    lam, vec = np.linalg.eigh(z.T @ z / len(z))
-    lam, vec = lam[::-1], vec[:, ::-1]  # descending
+    lam_t, vec_t = torch.linalg.eigh(torch.from_numpy(z.T @ z / len(z)))
+    lam, vec = lam_t.numpy()[::-1], vec_t.numpy()[:, ::-1]  # descending
     k = min(len(z) - 1, x.shape[1])
     lam = np.maximum(lam[:k], np.finfo(np.float64).tiny)
     p = (z @ vec[:, :k]) ** 2 / lam  # (n, K)
