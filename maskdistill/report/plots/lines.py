@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Union
 
 from matplotlib.axes import Axes
+from matplotlib.ticker import MaxNLocator
 
 from maskdistill.probes.core.registry import ProbeResult
 from maskdistill.report.style import plt, save_figure
@@ -75,6 +76,7 @@ class LayerLines(LayerFigure):
         if not draw_layer_lines(ax, results, colors, self.metric, self.extra):
             plt.close(fig)
             return []
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole blocks
         ax.set_xlabel(self.xlabel)
         ax.set_ylabel(self.ylabel)
         ax.set_title(self.title_for(results), fontsize=10)
