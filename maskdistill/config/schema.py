@@ -49,7 +49,8 @@ class MaskConfig:
 
 @dataclass
 class TeacherConfig:
-    # timm:<name>[@weights], open_clip:<arch>/<tag>, pixels, or a maskdistill run/checkpoint dir.
+    # Any model spec (config/spec_forms.py): timm:<name>[@weights], hf-hub:<org>/<name>, local-dir:<folder>,
+    # open_clip:<arch>/<tag>, pixels, or a maskdistill run/checkpoint dir.
     spec: str = "timm:vit_base_patch16_clip_224.openai"
     layer: int = -1  # which block's output (python index; -1 = last)
     final_norm: bool = True  # apply the model's final norm (CLIP: ln_post) to the tokens

@@ -15,13 +15,24 @@ import timm
 import torch
 from torch import nn
 
+from maskdistill.config.spec_forms import is_hub_name
+
 
 class WeightsError(ValueError):
     """Weights that cannot be read or do not fit the architecture."""
 
 
 def check_timm_name(name: str) -> None:
-    """Raise with close suggestions when ``name`` is not a timm architecture (tags allowed)."""
+    """Raise with close suggestions when ``name`` is not a timm architecture (tags allowed); a
+    ``local-dir:`` name must be a folder with a ``config.json`` (``hf-hub:`` names are checked by the hub)."""
+    if is_hub_name(name):
+        folder = Path(name.partition(":")[2]).expanduser()
+        if name.startswith("local-dir:") and not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{name}: {str(folder)!r} holds no config.json; give a folder written by `maskdistill export` "
+                f"or `maskdistill convert` (timm's hub layout)."
+            )
+        return
     arch = name.split(".")[0]
     if timm.is_model(arch):
         return
@@ -115,6 +126,12 @@ def create_timm(name: str, weights: Optional[str] = None, pretrained: bool = Fal
     try:
         return timm.create_model(name, pretrained=True, **kwargs)
     except Exception as e:
+        if is_hub_name(name):
+            hint = "" if name.startswith("local-dir:") else (
+                " Without network access, download the repository (hf download <org>/<name> --local-dir DIR) "
+                "and pass local-dir:DIR."
+            )
+            raise RuntimeError(f"could not load {name} ({type(e).__name__}: {e}).{hint}") from None
         raise RuntimeError(
             f"could not download pretrained weights for timm:{name} ({type(e).__name__}: {e}). "
             f"Without network access, download the weights elsewhere and pass a local file as "
