@@ -36,4 +36,12 @@ def is_hub_name(name: str) -> bool:
     return str(name).startswith(HUB_SCHEMES)
 
 
-__all__ = ["HUB_SCHEMES", "NETWORK_FORMS", "TEACHER_ONLY_FORMS", "SPEC_FORMS", "NETWORK_SPEC_FORMS", "forms_text", "is_hub_name"]
+__all__ = [
+    "HUB_SCHEMES",
+    "NETWORK_FORMS",
+    "TEACHER_ONLY_FORMS",
+    "SPEC_FORMS",
+    "NETWORK_SPEC_FORMS",
+    "forms_text",
+    "is_hub_name",
+]

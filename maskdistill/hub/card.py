@@ -47,6 +47,7 @@ WHAT = {
     "whitened features N(T(I)) of a frozen teacher T at masked positions (L = M_out(R(N(T(I)), D(S(M_in(I))))))",
     "finetune": "an image classifier fine-tuned with maskdistill",
     "classify": "a supervised image classifier trained with maskdistill",
+    "converted": "a published checkpoint converted to timm with `maskdistill convert`",
 }
 
 

@@ -48,8 +48,7 @@ def _source(spec: str) -> Tuple[str, Optional[Dict[str, torch.Tensor]], Dict[str
         return parsed.name, (read_state_dict(parsed.weights) if parsed.weights else None), {"kwargs": {}}
     if parsed.kind != "run":
         raise UsageError(
-            f"{spec}: a classifier starts from {NETWORK_SPEC_FORMS}; "
-            f"{parsed.kind} specs are teachers only."
+            f"{spec}: a classifier starts from {NETWORK_SPEC_FORMS}; {parsed.kind} specs are teachers only."
         )
     from maskdistill.runs.checkpoint import find_checkpoint, read_meta
 

@@ -72,7 +72,8 @@ def read_state_dict(path: str | Path) -> Dict[str, torch.Tensor]:
     return obj
 
 
-def _timm_filter(model: nn.Module, sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def timm_filter(model: nn.Module, sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``sd`` through the ``checkpoint_filter_fn`` of ``model``'s timm module (unchanged without one)."""
     # timm model modules convert original checkpoints (other key layouts, other resolutions) with
     # a module-level checkpoint_filter_fn; reuse it instead of writing converters ourselves.
     fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
@@ -89,7 +90,7 @@ def load_weights(
 ) -> None:
     """Load ``sd`` strictly (keys and shapes), except keys under ``ignore_prefixes`` (e.g. a
     classifier head the caller does not use). Raises WeightsError listing what does not fit."""
-    sd = _timm_filter(model, dict(sd))
+    sd = timm_filter(model, dict(sd))
     own = model.state_dict()
     skip = lambda k: any(k == p or k.startswith(p + ".") for p in ignore_prefixes)  # noqa: E731
     missing = [k for k in own if k not in sd and not skip(k)]
@@ -127,9 +128,13 @@ def create_timm(name: str, weights: Optional[str] = None, pretrained: bool = Fal
         return timm.create_model(name, pretrained=True, **kwargs)
     except Exception as e:
         if is_hub_name(name):
-            hint = "" if name.startswith("local-dir:") else (
-                " Without network access, download the repository (hf download <org>/<name> --local-dir DIR) "
-                "and pass local-dir:DIR."
+            hint = (
+                ""
+                if name.startswith("local-dir:")
+                else (
+                    " Without network access, download the repository (hf download <org>/<name> --local-dir DIR) "
+                    "and pass local-dir:DIR."
+                )
             )
             raise RuntimeError(f"could not load {name} ({type(e).__name__}: {e}).{hint}") from None
         raise RuntimeError(

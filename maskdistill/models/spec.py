@@ -219,4 +219,13 @@ def load_model(spec: str, pretrained: bool = True, **create_kwargs: Any) -> Tupl
     return model.eval(), describe_model(model, spec, info["arch"], overrides=info, kwargs=info.get("kwargs"))
 
 
-__all__ = ["SPEC_FORMS", "ModelSpec", "SpecKind", "parse_spec", "parse_options", "ModelInfo", "describe_model", "load_model"]
+__all__ = [
+    "SPEC_FORMS",
+    "ModelSpec",
+    "SpecKind",
+    "parse_spec",
+    "parse_options",
+    "ModelInfo",
+    "describe_model",
+    "load_model",
+]

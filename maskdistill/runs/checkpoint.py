@@ -119,9 +119,7 @@ def find_checkpoint(path: str | Path) -> Path:
         if (ck / "meta.json").is_file():
             return ck
     if not p.exists():
-        raise FileNotFoundError(
-            f"{str(p)!r} does not exist; give {SPEC_FORMS}."
-        )
+        raise FileNotFoundError(f"{str(p)!r} does not exist; give {SPEC_FORMS}.")
     raise FileNotFoundError(f"{p} holds no maskdistill checkpoint (no meta.json, no checkpoints/{LATEST}).")
 
 
