@@ -9,9 +9,14 @@ from typing import Any, Dict, Tuple
 
 import timm
 import torch
-from timm.models._hub import load_model_config_from_hf, load_model_config_from_path
+from timm.models._hub import (
+    load_model_config_from_hf,
+    load_model_config_from_path,
+    load_state_dict_from_hf,
+    load_state_dict_from_path,
+)
 
-from maskdistill.models.loading import check_timm_name, create_timm
+from maskdistill.models.loading import check_timm_name
 
 # Arguments a fine-tune sets itself (or that describe the saved input, not the network).
 _CREATE_ONLY = ("img_size", "num_classes", "pretrained_model_args")
@@ -22,19 +27,23 @@ def hub_config(name: str) -> Tuple[str, Dict[str, Any], Dict[str, Any]]:
     (``hf-hub:`` downloads it through timm)."""
     check_timm_name(name)
     scheme, _, target = name.partition(":")
-    if scheme == "local-dir":
-        pretrained_cfg, arch, model_args = load_model_config_from_path(target)
-    else:
-        pretrained_cfg, arch, model_args = load_model_config_from_hf(target)
+    load = load_model_config_from_path if scheme == "local-dir" else load_model_config_from_hf
+    pretrained_cfg, arch, model_args = load(target)
     return arch, dict(model_args or {}), dict(pretrained_cfg or {})
+
+
+def hub_weights(name: str) -> Dict[str, torch.Tensor]:
+    """The state dict of a hub name, read by timm's own loaders (no model is built, so the random
+    state a fine-tune draws its new head from is the same as for a run folder)."""
+    scheme, _, target = name.partition(":")
+    return load_state_dict_from_path(target) if scheme == "local-dir" else load_state_dict_from_hf(target)
 
 
 def hub_source(name: str) -> Tuple[str, Dict[str, torch.Tensor], Dict[str, Any]]:
     """name -> (timm arch, state dict, info: kwargs/mean/std/img_size/classes), the form of a
     maskdistill run's exported backbone."""
     arch, model_args, cfg = hub_config(name)
-    model = create_timm(name, pretrained=True)  # timm reads the weights; no converter of our own
-    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    sd = hub_weights(name)
     size = cfg.get("input_size") or (3, 224, 224)
     info = {
         "kwargs": {k: v for k, v in model_args.items() if k not in _CREATE_ONLY},
@@ -46,4 +55,4 @@ def hub_source(name: str) -> Tuple[str, Dict[str, torch.Tensor], Dict[str, Any]]
     return arch, sd, info
 
 
-__all__ = ["hub_config", "hub_source"]
+__all__ = ["hub_config", "hub_source", "hub_weights"]
