@@ -58,7 +58,9 @@ def _fit(fmt: str, arch: str, model: Any, sd: Dict[str, Any], allow_unmapped: bo
         f"{k}: {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in sd if k in own and sd[k].shape != own[k].shape
     ]
     if missing or shapes or (unmapped and not allow_unmapped):
-        lines = [f"the {fmt} checkpoint does not map onto {arch}:"]
+        lines = [
+            f"the {fmt} checkpoint does not map onto {arch} (keys as named after the format's and timm's renaming):"
+        ]
         for title, keys in (
             ("checkpoint keys with no place in the architecture", unmapped),
             ("architecture keys the checkpoint lacks", missing),

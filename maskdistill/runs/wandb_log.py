@@ -68,6 +68,12 @@ class WandbLogger:
         self.run.finish()
 
 
+def require_wandb(log_cfg: Optional[Any]) -> None:
+    """Refuse ``log.wandb=true`` without the package before a run folder is written."""
+    if log_cfg is not None and getattr(log_cfg, "wandb", False):
+        _import_wandb()
+
+
 def open_wandb(run_dir: Path, log_cfg: Optional[Any], config: Dict[str, Any], resume: bool) -> Optional[WandbLogger]:
     """The W&B run of a training job, or None when ``log.wandb`` is off (or the job has no ``log``)."""
     if log_cfg is None or not getattr(log_cfg, "wandb", False):
@@ -75,4 +81,4 @@ def open_wandb(run_dir: Path, log_cfg: Optional[Any], config: Dict[str, Any], re
     return WandbLogger.open(run_dir, log_cfg, config, resume)
 
 
-__all__ = ["ID_FILE", "WandbLogger", "open_wandb"]
+__all__ = ["ID_FILE", "WandbLogger", "open_wandb", "require_wandb"]

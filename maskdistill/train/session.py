@@ -26,6 +26,7 @@ from maskdistill.data.sources import base_dataset
 from maskdistill.data.transforms import pretrain_transform
 from maskdistill.models.device import resolve_device
 from maskdistill.runs.folder import RESUME_FREE, prepare_run_dir
+from maskdistill.runs.wandb_log import require_wandb
 from maskdistill.train.distributed import Dist, barrier, init_distributed
 from maskdistill.train.job import Job
 from maskdistill.train.loop import run
@@ -56,6 +57,7 @@ class Session:
         dist = dist or init_distributed(device)
         session = cls(cfg, Path(out), device, dist, to_dict(cfg), resume, overwrite)
         if dist.main:  # refuse early (before a teacher is loaded), but write nothing yet
+            require_wandb(getattr(cfg, "log", None))
             prepare_run_dir(session.out, session.cfg_dict, resume, overwrite, _RESUME_FREE, check_only=True)
         torch.manual_seed(cfg.train.seed)  # model initialisation: identical on every process
         return session

@@ -56,3 +56,16 @@ def history(path: Path) -> List[Tuple[int, Dict[str, object]]]:
 def offline_runs(run_dir: Path) -> List[Path]:
     """The ``.wandb`` files of a run folder, oldest first (one per start or resume)."""
     return sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
+
+
+def run_config(path: Path) -> Dict[str, object]:
+    """The config the run logged (``wandb.init(config=...)``), as a nested dict."""
+    from wandb.proto import wandb_internal_pb2
+
+    for payload in _payloads(path):
+        rec = wandb_internal_pb2.Record()
+        rec.ParseFromString(payload)
+        if rec.WhichOneof("record_type") == "run":
+            items = {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.run.config.update}
+            return {k: v.get("value", v) if isinstance(v, dict) else v for k, v in items.items()}
+    return {}

@@ -63,10 +63,28 @@ def _claims(folder: Path) -> pd.DataFrame:
     folder.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(
         [
-            dict(teacher="clip", student="md", claim="attention distance falls", teacher_layers="8-11",
-                 student_layers="8-11", teacher_value=0.61, student_value=0.42, delta=-0.19, verdict="holds"),
-            dict(teacher="clip", student="md", claim="attention entropy falls", teacher_layers="8-11",
-                 student_layers="8-11", teacher_value=2.5, student_value=2.7, delta=0.2, verdict="does not hold"),
+            dict(
+                teacher="clip",
+                student="md",
+                claim="attention distance falls",
+                teacher_layers="8-11",
+                student_layers="8-11",
+                teacher_value=0.61,
+                student_value=0.42,
+                delta=-0.19,
+                verdict="holds",
+            ),
+            dict(
+                teacher="clip",
+                student="md",
+                claim="attention entropy falls",
+                teacher_layers="8-11",
+                student_layers="8-11",
+                teacher_value=2.5,
+                student_value=2.7,
+                delta=0.2,
+                verdict="does not hold",
+            ),
         ]
     )
     table.to_csv(folder / "claims.csv", index=False)
@@ -141,8 +159,15 @@ def test_vqkd_target_student_round_trips_and_its_card_names_the_tokenizer(tmp_pa
     tok_overrides = [o for o in TINY if o.split("=")[0].split(".")[0] in ("data", "train", "teacher")]
     tok_cfg = load_config(
         "demo",
-        [*tok_overrides, "tokenizer.kwargs={patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}", *TINY_CODEBOOK,
-         "train.batch_size=16", "tokenizer.dead_threshold=1", "health.fixed_images=8", "train.max_steps=2"],
+        [
+            *tok_overrides,
+            "tokenizer.kwargs={patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}",
+            *TINY_CODEBOOK,
+            "train.batch_size=16",
+            "tokenizer.dead_threshold=1",
+            "health.fixed_images=8",
+            "train.max_steps=2",
+        ],
         schema=TokenizerConfig,
         kind="tokenizer",
     )
@@ -159,7 +184,12 @@ def test_vqkd_target_student_round_trips_and_its_card_names_the_tokenizer(tmp_pa
 def test_analyze_takes_the_exported_folder_and_matches_the_run(md_run, exported_md, tmp_path):
     out = tmp_path / "analysis"
     argv = ["--data", "builtin", "--images", "8", "--batch-size", "8", "--probes", "attention_distance", "--no-report"]
-    assert main(["analyze", "--model", f"hub=local-dir:{exported_md}", "--model", f"run={md_run}", "--out", str(out), *argv]) == 0
+    assert (
+        main(
+            ["analyze", "--model", f"hub=local-dir:{exported_md}", "--model", f"run={md_run}", "--out", str(out), *argv]
+        )
+        == 0
+    )
     a = pd.read_csv(out / "hub" / "attention_distance.csv")
     b = pd.read_csv(out / "run" / "attention_distance.csv")
     assert len(a) > 0 and a["value"].tolist() == b["value"].tolist()
