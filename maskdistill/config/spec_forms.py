@@ -5,6 +5,7 @@ message. The parser itself is ``maskdistill.models.spec.parse_spec``."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Tuple
 
 # timm's own names of models outside its registry: a Hugging Face hub repository or a local folder in
@@ -36,12 +37,21 @@ def is_hub_name(name: str) -> bool:
     return str(name).startswith(HUB_SCHEMES)
 
 
+def canonical_spec(spec: str) -> str:
+    """The spec with a local folder (a run directory, ``local-dir:<folder>``) as an absolute path, so
+    that two spellings of one teacher compare equal and a recorded spec works from any directory."""
+    scheme = "local-dir:" if spec.startswith("local-dir:") else ""
+    path = Path(spec[len(scheme) :]).expanduser()
+    return scheme + str(path.resolve()) if path.exists() else spec
+
+
 __all__ = [
     "HUB_SCHEMES",
     "NETWORK_FORMS",
     "TEACHER_ONLY_FORMS",
     "SPEC_FORMS",
     "NETWORK_SPEC_FORMS",
+    "canonical_spec",
     "forms_text",
     "is_hub_name",
 ]

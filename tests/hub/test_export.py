@@ -134,6 +134,10 @@ def test_finetuned_classifier_round_trips_with_its_label_names(md_run, exported_
     card = (out / "README.md").read_text()
     assert "image classifier fine-tuned" in card and f"| started from | local-dir:{exported_md} |" in card
     assert "| final top1 |" in card and "**Classes (10):**" in card
+    best = export_run(ft_dir / "best", tmp_path / "ft-best")  # the best evaluation's network
+    best_top1 = json.loads((ft_dir / "best" / "meta.json").read_text())["metrics"]["top1"]
+    assert f"| best top1 | {best_top1:.4g} |" in (best / "README.md").read_text()
+    assert json.loads((best / "config.json").read_text())["label_names"] == classes
 
 
 def test_vqkd_target_student_round_trips_and_its_card_names_the_tokenizer(tmp_path):
