@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 import timm
 import torch
@@ -21,7 +21,6 @@ from torch import nn
 
 from maskdistill.errors import UsageError
 
-FILES = ("config.json", "model.safetensors", "README.md")
 # Fields of the source architecture's pretrained_cfg that describe someone else's weights.
 _FOREIGN = ("tag", "hf_hub_id", "url", "license", "paper_ids", "paper_name", "origin_url", "notes", "test_input_size")
 
@@ -103,9 +102,4 @@ def write_hub_folder(
     return out
 
 
-def read_hub_config(folder: Path) -> Optional[Dict[str, Any]]:
-    p = Path(folder) / "config.json"
-    return json.loads(p.read_text()) if p.is_file() else None
-
-
-__all__ = ["FILES", "Preprocessing", "check_out", "write_hub_folder", "read_hub_config"]
+__all__ = ["Preprocessing", "check_out", "write_hub_folder"]

@@ -132,6 +132,13 @@ def test_extra_keys_are_listed_in_the_card_when_allowed(tmp_path):
     assert "dropped 2 key(s), the head predicting VQ-KD codes (pre-training only): lm_head.weight, lm_head.bias" in card
 
 
+def test_the_command_offers_exactly_the_formats():
+    from maskdistill.cli import convert as command
+    from maskdistill.hub import FORMATS
+
+    assert command.FORMATS == tuple(FORMATS)
+
+
 def test_convert_command_writes_a_folder_timm_loads(tmp_path, capsys):
     sd = OFFICIAL["milan"][0]()
     torch.save({"model": sd}, tmp_path / "milan.pth")
