@@ -14,6 +14,7 @@ import pytest
 import timm
 import torch
 
+from helpers.finetune import TINY as FT_TINY
 from helpers.finetune import ft_cfg
 from helpers.tokenizer import TINY_CODEBOOK
 from maskdistill.cli import main
@@ -115,12 +116,13 @@ def exported_md(md_run, tmp_path_factory) -> Path:
     return export_run(md_run, tmp_path_factory.mktemp("hub") / "md-vit")
 
 
-def test_finetuned_classifier_round_trips_with_its_label_names(md_run, exported_md, tmp_path):
+def test_finetuned_classifier_round_trips_with_its_label_names(md_run, exported_md, tmp_path, restore_logging):
     """``finetune model.spec=local-dir:DIR`` runs, equals the fine-tune of the run itself, and its
     export carries the run's classes."""
     ft_dir, ft_run = tmp_path / "ft_dir", tmp_path / "ft_run"
     common = ("train.max_steps=2", "data.builtin_images=32", "data.builtin_val_images=16", "model.global_pool=avg")
-    finetune(ft_cfg(f"local-dir:{exported_md}", *common), ft_dir)
+    spec = f"model.spec=local-dir:{exported_md}"
+    assert main(["finetune", "demo", spec, *FT_TINY, *common, "--out", str(ft_dir)]) == 0
     finetune(ft_cfg(str(md_run), *common), ft_run)  # the same start, read from the run folder
     losses = [r["loss"] for r in read_metrics(ft_dir / "metrics.csv")]
     assert len(losses) == 2 and losses == [r["loss"] for r in read_metrics(ft_run / "metrics.csv")]

@@ -2,7 +2,8 @@
 ``<run>/wandb/offline-run-*``): the demo pre-training's W&B history holds the same loss, lr and epoch
 values as metrics.csv, step by step; a resumed run continues the same W&B run id and appends the
 remaining steps; a new run in the folder (``--overwrite``) starts a new W&B run; the resolved config
-is logged; without the package, the run is refused before its folder is written, naming the extra."""
+is logged; a fine-tune's evaluations (``eval/top1``) go there as in metrics_eval.csv; without the
+package, the run is refused before its folder is written, naming the extra."""
 
 from __future__ import annotations
 
@@ -71,3 +72,20 @@ def test_missing_wandb_names_the_extra(tmp_path, make_cfg, monkeypatch):
     with pytest.raises(UsageError, match=r"maskdistill\[wandb\]"):
         pretrain(make_cfg("log.wandb=true", "train.max_steps=1"), tmp_path / "run")
     assert not (tmp_path / "run").exists()  # refused before the run folder is written
+
+
+def test_a_finetune_logs_its_evaluations_too(tmp_path, offline):
+    from helpers.finetune import ft_cfg, save_tiny_vit, vit_spec
+    from maskdistill.train.finetune import finetune
+
+    weights = save_tiny_vit(tmp_path / "vit.safetensors")
+    overrides = [*vit_spec(weights)[1:], "train.max_steps=2", "data.builtin_images=32", "data.builtin_val_images=16"]
+    run = tmp_path / "ft"
+    finetune(ft_cfg(vit_spec(weights)[0].split("=", 1)[1], *overrides, "log.wandb=true"), run)
+    rows = _logged(run)
+    evals = read_metrics(run / "metrics_eval.csv")
+    logged = [(s, items["eval/top1"]) for _, s, items in rows if "eval/top1" in items]
+    assert evals and logged == [(int(r["step"]), r["top1"]) for r in evals]
+    assert [items["train/loss"] for _, _, items in rows if "train/loss" in items] == [
+        r["loss"] for r in read_metrics(run / "metrics.csv")
+    ]
