@@ -17,6 +17,11 @@ from torch import nn
 
 from maskdistill.config.spec_forms import is_hub_name
 
+_OFFLINE_HUB = (
+    " Without network access, download the repository (hf download <org>/<name> --local-dir DIR) and pass "
+    "local-dir:DIR."
+)
+
 
 class WeightsError(ValueError):
     """Weights that cannot be read or do not fit the architecture."""
@@ -128,14 +133,7 @@ def create_timm(name: str, weights: Optional[str] = None, pretrained: bool = Fal
         return timm.create_model(name, pretrained=True, **kwargs)
     except Exception as e:
         if is_hub_name(name):
-            hint = (
-                ""
-                if name.startswith("local-dir:")
-                else (
-                    " Without network access, download the repository (hf download <org>/<name> --local-dir DIR) "
-                    "and pass local-dir:DIR."
-                )
-            )
+            hint = "" if name.startswith("local-dir:") else _OFFLINE_HUB
             raise RuntimeError(f"could not load {name} ({type(e).__name__}: {e}).{hint}") from None
         raise RuntimeError(
             f"could not download pretrained weights for timm:{name} ({type(e).__name__}: {e}). "
