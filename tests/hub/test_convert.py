@@ -166,3 +166,17 @@ def test_convert_command_writes_a_folder_timm_loads(tmp_path, capsys):
     assert cfg["architecture"] == "vit_base_patch16_224" and cfg["pretrained_cfg"]["mean"] == [0.485, 0.456, 0.406]
     assert main(["convert", "--format", "fd", str(tmp_path / "milan.pth"), "--out", str(tmp_path / "x")]) == 2
     assert "does not map onto beit_base_patch16_224" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", list(OFFICIAL))
+def test_every_format_writes_a_folder_with_identical_outputs(fmt, tmp_path):
+    build, kwargs = OFFICIAL[fmt]
+    torch.save({"model": build()}, tmp_path / "ck.pth")  # releases wrap the weights in {"model": ...}
+    model, _ = convert_state_dict(fmt, build(), kwargs=kwargs)
+    convert_checkpoint(fmt, tmp_path / "ck.pth", tmp_path / "out", kwargs=kwargs)
+    again = timm.create_model(f"local-dir:{tmp_path / 'out'}", pretrained=True).eval()
+    side = model.patch_embed.img_size[0]
+    x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(model.forward_features(x), again.forward_features(x))
+    assert again.pretrained_cfg["input_size"] == (3, side, side)
