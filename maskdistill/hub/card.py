@@ -131,10 +131,9 @@ hf upload <org>/{name} /path/to/{name} .
 
 def model_card(facts: CardFacts) -> str:
     """The Markdown text of the card."""
-    tags = ["timm", "maskdistill", "image-feature-extraction" if facts.kind == "pretrain" else "image-classification"]
-    if facts.kind == "pretrain":
-        tags.append("masked-distillation")
-    front = yaml.safe_dump({"library_name": "timm", "tags": tags}, sort_keys=False).strip()
+    task = "image-feature-extraction" if facts.kind == "pretrain" or not facts.label_names else "image-classification"
+    tags = ["timm", "maskdistill"] + (["masked-distillation"] if facts.kind == "pretrain" else [])
+    front = yaml.safe_dump({"library_name": "timm", "pipeline_tag": task, "tags": tags}, sort_keys=False).strip()
     out = [f"---\n{front}\n---", f"# {facts.name}", ""]
     out.append(f"`{facts.arch}`: {WHAT.get(facts.kind, 'a model converted to timm')}.")
     teacher = _get(facts.config, "teacher.spec")
