@@ -118,7 +118,7 @@ def convert_checkpoint(
         name=out.name,
         kind="converted",
         arch=conv.arch,
-        config={"format": fmt_name, "checkpoint": str(ckpt), "arch": conv.arch, "kwargs": conv.kwargs},
+        config={"format": fmt_name, "checkpoint": Path(ckpt).name, "arch": conv.arch, "kwargs": conv.kwargs},
         notes=conv.notes(),
     )
     conv.out = write_hub_folder(model, out, pre, dict(conv.kwargs), model_card(facts), overwrite=overwrite)

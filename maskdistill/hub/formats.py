@@ -94,10 +94,9 @@ def split_dropped(fmt: Format, sd: Mapping[str, torch.Tensor]) -> Tuple[Dict[str
     prefix = fmt.prefix if fmt.prefix and any(k.startswith(fmt.prefix) for k in sd) else ""
     for key, v in sd.items():
         k = key[len(prefix) :] if prefix and key.startswith(prefix) else key
-        if prefix and k == key:
-            dropped[key] = f"outside the encoder ({prefix}*)"
-            continue
         why = next((w for pat, w in fmt.drops + _BUFFERS if re.search(pat, k)), None)
+        if why is None and prefix and k == key:
+            why = f"outside the encoder ({prefix}*)"
         if why:
             dropped[key] = why
         else:
