@@ -22,13 +22,25 @@ import argparse
 import sys
 from typing import List, Optional
 
-from maskdistill.cli import analyze, classify, decisions, demo, finetune, pretrain, report, sweep, tokenizer
+from maskdistill.cli import (
+    analyze,
+    classify,
+    convert,
+    decisions,
+    demo,
+    export,
+    finetune,
+    pretrain,
+    report,
+    sweep,
+    tokenizer,
+)
 from maskdistill.cli.failures import classify_failure
 
 # Every command, in the order of ``maskdistill --help``. Each module has ``register(subparsers)``
 # (its parser, with ``set_defaults(func=run)``) and ``run(args) -> int``; a module imports its
 # library inside ``run``, so ``--help`` and one command do not load torch, timm or matplotlib for all.
-COMMANDS = (demo, pretrain, classify, finetune, sweep, tokenizer, analyze, report, decisions)
+COMMANDS = (demo, pretrain, classify, finetune, sweep, tokenizer, analyze, report, decisions, export, convert)
 
 
 def build_parser() -> argparse.ArgumentParser:

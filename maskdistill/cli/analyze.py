@@ -3,8 +3,9 @@ curvature and decision probes) of any models side by side, written per model and
 ``OUT/<model>/<probe>.csv/.json/.npz``; then, unless ``--no-report``, the figures and
 ``OUT/report.html`` (what ``maskdistill report OUT`` rebuilds from those files alone).
 
-SPEC: ``timm:<arch>`` (pretrained from the hub), ``timm:<arch>@<weights file>``, a maskdistill run
-directory or checkpoint; options for timm.create_model after '?', e.g.
+SPEC: ``timm:<arch>`` (pretrained from the hub), ``timm:<arch>@<weights file>``, timm's
+``hf-hub:<org>/<name>`` and ``local-dir:<folder>`` (``maskdistill export``/``convert``), a maskdistill
+run directory or checkpoint; options for timm.create_model after '?', e.g.
 ``timm:vit_small_patch14_dinov2@vits14.safetensors?img_size=224&num_classes=0`` or
 ``timm:test_vit?pretrained=false``.
 DATA: an image folder (searched recursively; class sub-folders give labels) or ``builtin:val``,

@@ -1,7 +1,8 @@
-"""``maskdistill finetune``: fine-tune an MD run, a maskdistill checkpoint or a timm ViT for image
-classification (paper Sec. 4; Table 1 recipes). CONFIG is a YAML file or a preset in
-``maskdistill/configs/finetune/`` (``vit_b16_paper``: the paper's CLIP ViT-B/16 recipe,
-``vit_b16_beitv2``, ``demo``), then ``key.sub=value`` overrides; ``model.spec`` names the model.
+"""``maskdistill finetune``: fine-tune an MD run, a maskdistill checkpoint, a timm ViT or an exported
+model (``local-dir:<folder>``, ``hf-hub:<org>/<name>``) for image classification (paper Sec. 4; Table 1
+recipes). CONFIG is a YAML file or a preset in ``maskdistill/configs/finetune/`` (``vit_b16_paper``:
+the paper's CLIP ViT-B/16 recipe, ``vit_b16_beitv2``, ``demo``), then ``key.sub=value`` overrides;
+``model.spec`` names the model.
 
 example:
   maskdistill finetune vit_b16_paper model.spec=runs/md_clip data.path=/data/imagenet/train \\

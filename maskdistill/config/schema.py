@@ -6,7 +6,7 @@ the allowed values of the choice keys, and ``validate``, the rules no single val
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from maskdistill.errors import UsageError
 
@@ -49,7 +49,8 @@ class MaskConfig:
 
 @dataclass
 class TeacherConfig:
-    # timm:<name>[@weights], open_clip:<arch>/<tag>, pixels, or a maskdistill run/checkpoint dir.
+    # Any model spec (config/spec_forms.py): timm:<name>[@weights], hf-hub:<org>/<name>, local-dir:<folder>,
+    # open_clip:<arch>/<tag>, pixels, or a maskdistill run/checkpoint dir.
     spec: str = "timm:vit_base_patch16_clip_224.openai"
     layer: int = -1  # which block's output (python index; -1 = last)
     final_norm: bool = True  # apply the model's final norm (CLIP: ln_post) to the tokens
@@ -121,6 +122,19 @@ class TrainConfig:
 
 
 @dataclass
+class LogConfig:
+    """Where the metrics go besides metrics.csv and TensorBoard: Weights & Biases (``pip install
+    maskdistill[wandb]``). A resumed run continues its W&B run; changing these keys on resume is allowed."""
+
+    wandb: bool = False
+    project: str = "maskdistill"
+    name: str = ""  # "" = the run folder's name
+    tags: List[str] = field(default_factory=list)
+    entity: str = ""  # "" = your W&B default
+    mode: str = ""  # online | offline | disabled; "" = wandb's own (WANDB_MODE)
+
+
+@dataclass
 class JobConfig:
     """The sections every training job has (pre-training, classification, fine-tuning, the
     tokenizer): its images, its optimizer and its loop. A job's config adds its own sections and may
@@ -129,6 +143,7 @@ class JobConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 @dataclass
@@ -154,6 +169,7 @@ _CHOICES = {
     "objective.loss": ("smooth_l1", "mse", "cosine", "ce"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.precision": ("auto", "bf16", "fp32"),
+    "log.mode": ("", "online", "offline", "disabled"),
 }
 
 
@@ -236,6 +252,7 @@ __all__ = [
     "OptimConfig",
     "TrainConfig",
     "JobConfig",
+    "LogConfig",
     "PretrainConfig",
     "validate",
 ]

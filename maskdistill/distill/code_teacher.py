@@ -7,22 +7,19 @@ weights are read.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
 
+from maskdistill.config.spec_forms import canonical_spec
 from maskdistill.distill.tokenizer import VQKD
 from maskdistill.distill.tokenizer_build import load_tokenizer, tokenizer_info
 
 
 def same_teacher(a: str, b: str) -> bool:
     """Two teacher specs name the same teacher (paths compared after resolving)."""
-    if a == b:
-        return True
-    pa, pb = Path(a).expanduser(), Path(b).expanduser()
-    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+    return a == b or canonical_spec(a) == canonical_spec(b)
 
 
 class CodeTeacher(nn.Module):

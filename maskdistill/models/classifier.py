@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from timm.models.beit import Beit
 from torch import nn
 
+from maskdistill.config.spec_forms import NETWORK_SPEC_FORMS, is_hub_name
 from maskdistill.errors import UsageError
 from maskdistill.models.loading import check_timm_name, create_timm, load_weights, read_state_dict
 from maskdistill.models.spec import parse_spec
@@ -38,13 +39,16 @@ _OVERRIDDEN = ("num_classes", "img_size", "drop_path_rate", "global_pool")
 def _source(spec: str) -> Tuple[str, Optional[Dict[str, torch.Tensor]], Dict[str, Any]]:
     """spec -> (timm arch, state dict or None for hub weights, saved info: kwargs/mean/std/classes)."""
     parsed = parse_spec(spec).without_options("model.spec of a fine-tune")
+    if parsed.kind == "timm" and is_hub_name(parsed.name):  # an exported folder: like a run's backbone
+        from maskdistill.models.hub_source import hub_source
+
+        return hub_source(parsed.name)
     if parsed.kind == "timm":
         check_timm_name(parsed.name)
         return parsed.name, (read_state_dict(parsed.weights) if parsed.weights else None), {"kwargs": {}}
     if parsed.kind != "run":
         raise UsageError(
-            f"{spec}: a classifier starts from timm:<name>[@weights] or a maskdistill run; "
-            f"{parsed.kind} specs are teachers only."
+            f"{spec}: a classifier starts from {NETWORK_SPEC_FORMS}; {parsed.kind} specs are teachers only."
         )
     from maskdistill.runs.checkpoint import find_checkpoint, read_meta
 

@@ -15,13 +15,29 @@ import timm
 import torch
 from torch import nn
 
+from maskdistill.config.spec_forms import is_hub_name
+
+_OFFLINE_HUB = (
+    " Without network access, download the repository (hf download <org>/<name> --local-dir DIR) and pass "
+    "local-dir:DIR."
+)
+
 
 class WeightsError(ValueError):
     """Weights that cannot be read or do not fit the architecture."""
 
 
 def check_timm_name(name: str) -> None:
-    """Raise with close suggestions when ``name`` is not a timm architecture (tags allowed)."""
+    """Raise with close suggestions when ``name`` is not a timm architecture (tags allowed); a
+    ``local-dir:`` name must be a folder with a ``config.json`` (``hf-hub:`` names are checked by the hub)."""
+    if is_hub_name(name):
+        folder = Path(name.partition(":")[2]).expanduser()
+        if name.startswith("local-dir:") and not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{name}: {str(folder)!r} holds no config.json; give a folder written by `maskdistill export` "
+                f"or `maskdistill convert` (timm's hub layout)."
+            )
+        return
     arch = name.split(".")[0]
     if timm.is_model(arch):
         return
@@ -61,7 +77,8 @@ def read_state_dict(path: str | Path) -> Dict[str, torch.Tensor]:
     return obj
 
 
-def _timm_filter(model: nn.Module, sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def timm_filter(model: nn.Module, sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``sd`` through the ``checkpoint_filter_fn`` of ``model``'s timm module (unchanged without one)."""
     # timm model modules convert original checkpoints (other key layouts, other resolutions) with
     # a module-level checkpoint_filter_fn; reuse it instead of writing converters ourselves.
     fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
@@ -78,7 +95,7 @@ def load_weights(
 ) -> None:
     """Load ``sd`` strictly (keys and shapes), except keys under ``ignore_prefixes`` (e.g. a
     classifier head the caller does not use). Raises WeightsError listing what does not fit."""
-    sd = _timm_filter(model, dict(sd))
+    sd = timm_filter(model, dict(sd))
     own = model.state_dict()
     skip = lambda k: any(k == p or k.startswith(p + ".") for p in ignore_prefixes)  # noqa: E731
     missing = [k for k in own if k not in sd and not skip(k)]
@@ -115,6 +132,9 @@ def create_timm(name: str, weights: Optional[str] = None, pretrained: bool = Fal
     try:
         return timm.create_model(name, pretrained=True, **kwargs)
     except Exception as e:
+        if is_hub_name(name):
+            hint = "" if name.startswith("local-dir:") else _OFFLINE_HUB
+            raise RuntimeError(f"could not load {name} ({type(e).__name__}: {e}).{hint}") from None
         raise RuntimeError(
             f"could not download pretrained weights for timm:{name} ({type(e).__name__}: {e}). "
             f"Without network access, download the weights elsewhere and pass a local file as "

@@ -5,6 +5,9 @@ loader that turns a spec into a model with what a probe or an evaluation needs t
 A spec is one of
 
 - ``timm:<name>[@<weights file>]``: a timm architecture, hub weights or a local weights file;
+- ``hf-hub:<org>/<name>[@<revision>]`` or ``local-dir:<folder>``: timm's own names of a model in the
+  Hugging Face hub layout (``config.json`` + ``model.safetensors``, what ``maskdistill export``
+  writes); they are timm specs whose name ``timm.create_model`` resolves;
 - ``open_clip:<arch>[/<tag or weights file>]``: an OpenCLIP image tower (a teacher only);
 - ``pixels``: the per-patch pixels of classical MIM (Fig. 1c; a teacher only);
 - a maskdistill run or checkpoint directory.
@@ -27,11 +30,11 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 from timm.data import resolve_data_config
 from torch import nn
 
+from maskdistill.config.spec_forms import SPEC_FORMS, is_hub_name
 from maskdistill.errors import UsageError
 from maskdistill.models.loading import create_timm
 
 SpecKind = Literal["timm", "open_clip", "pixels", "run"]
-SPEC_FORMS = "timm:<name>[@weights], open_clip:<arch>/<tag>, pixels or a maskdistill run directory"
 _SCHEME = re.compile(r"^([A-Za-z][\w.-]*):")
 
 
@@ -105,6 +108,10 @@ def parse_spec(spec: str) -> ModelSpec:
     opts = parse_options(text, query) if q else {}
     if not base:
         raise UsageError(f"empty model spec {spec!r}; give {SPEC_FORMS}.")
+    if is_hub_name(base):  # the whole name goes to timm ("@" is a hub revision there, not a file)
+        if not base.partition(":")[2]:
+            raise UsageError(f"model spec {spec!r} names no model; write hf-hub:<org>/<name> or local-dir:<folder>.")
+        return ModelSpec("timm", base, None, opts, base)
     if base.startswith("timm:"):
         name, weights = _parse_timm(text, base[len("timm:") :])
         return ModelSpec("timm", name, weights, opts, base)
@@ -192,6 +199,10 @@ def load_model(spec: str, pretrained: bool = True, **create_kwargs: Any) -> Tupl
         kwargs = {**create_kwargs, **opts}
         w = parsed.weights
         model = create_timm(parsed.name, weights=w, pretrained=pretrained and not w, **kwargs)
+        if is_hub_name(parsed.name):  # the real architecture, and the label names the folder carries
+            cfg = model.pretrained_cfg or {}
+            arch, over = str(cfg.get("architecture") or parsed.name), {"classes": cfg.get("label_names")}
+            return model.eval(), describe_model(model, spec, arch, overrides=over, kwargs=kwargs)
         return model.eval(), describe_model(model, spec, parsed.name, kwargs=kwargs)
     if parsed.kind == "open_clip":
         raise UsageError(
@@ -208,4 +219,13 @@ def load_model(spec: str, pretrained: bool = True, **create_kwargs: Any) -> Tupl
     return model.eval(), describe_model(model, spec, info["arch"], overrides=info, kwargs=info.get("kwargs"))
 
 
-__all__ = ["ModelSpec", "SpecKind", "parse_spec", "parse_options", "ModelInfo", "describe_model", "load_model"]
+__all__ = [
+    "SPEC_FORMS",
+    "ModelSpec",
+    "SpecKind",
+    "parse_spec",
+    "parse_options",
+    "ModelInfo",
+    "describe_model",
+    "load_model",
+]

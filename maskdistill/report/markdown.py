@@ -43,7 +43,8 @@ def read_claims_markdown(analysis: str | Path) -> str:
     path = Path(analysis) / "claims.csv"
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} does not exist; build the report first (`maskdistill report {analysis}`) with a --pair."
+            f"{analysis} holds no claims.csv; run `maskdistill analyze` with a teacher/student --pair "
+            f"(or `maskdistill report {analysis}`) to write it."
         )
     return claims_markdown(pd.read_csv(path))
 

@@ -21,6 +21,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from maskdistill.config.spec_forms import SPEC_FORMS
+
 LATEST = "latest"
 
 
@@ -117,10 +119,7 @@ def find_checkpoint(path: str | Path) -> Path:
         if (ck / "meta.json").is_file():
             return ck
     if not p.exists():
-        raise FileNotFoundError(
-            f"{str(p)!r} does not exist; give a maskdistill run directory, a checkpoint "
-            f"directory, timm:<name>[@weights], open_clip:<arch>/<tag> or pixels."
-        )
+        raise FileNotFoundError(f"{str(p)!r} does not exist; give {SPEC_FORMS}.")
     raise FileNotFoundError(f"{p} holds no maskdistill checkpoint (no meta.json, no checkpoints/{LATEST}).")
 
 

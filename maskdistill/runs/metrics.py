@@ -1,5 +1,6 @@
-"""Training metrics to CSV (one row per optimizer step, every process-averaged value) and
-TensorBoard, written by the main process only. On resume, rows after the checkpoint's step are
+"""Training metrics to CSV (one row per optimizer step, every process-averaged value),
+TensorBoard and, with ``log.wandb=true``, Weights & Biases (``runs/wandb_log.py``), written by the
+main process only. On resume, rows after the checkpoint's step are
 dropped first, so the CSV of a resumed run reads like that of an uninterrupted one."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,10 @@ class MetricsWriter:
         tensorboard: bool = True,
         name: str = "metrics",
         tb_prefix: str = "train",
+        wandb: Optional[Any] = None,  # a runs.wandb_log.WandbLogger: the same rows, the TensorBoard names
     ) -> None:
         self.enabled = enabled
+        self.wandb = wandb
         self.path = Path(run_dir) / f"{name}.csv"
         self.tb_prefix = tb_prefix
         self.fields: Optional[List[str]] = None
@@ -76,6 +79,8 @@ class MetricsWriter:
             for k, v in row.items():
                 if k not in ("step", "epoch"):
                     self.tb.add_scalar(f"{self.tb_prefix}/{k}", v, step)
+        if self.wandb is not None:
+            self.wandb.log(row, self.tb_prefix)
 
     def close(self) -> None:
         if self.tb is not None:

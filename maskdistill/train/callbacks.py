@@ -3,7 +3,7 @@ trains (sharpness and the Hessian trace during fine-tuning, paper Fig. 7c/7f).
 
 A callback sees a ``LoopState``: the task module (unwrapped from DDP/compile), the step, a fixed
 batch that is the same at every call and across resumes, and ``log`` to write its own metrics
-(``<run>/metrics_<group>.csv`` and TensorBoard). Callbacks run on the main process only.
+(``<run>/metrics_<group>.csv``, TensorBoard and W&B). Callbacks run on the main process only.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class LoopState:
     _fixed_batch: Optional[Callable[[], Dict[str, torch.Tensor]]] = None
     _writers: Dict[str, MetricsWriter] = field(default_factory=dict)
     _resume_step: Optional[int] = None
+    _wandb: Optional[Any] = None  # the run's WandbLogger, if log.wandb is on
     _cache: Dict[str, Any] = field(default_factory=dict)
 
     def fixed_batch(self) -> Dict[str, torch.Tensor]:
@@ -45,7 +46,7 @@ class LoopState:
         """Append ``values`` (with this step and epoch) to ``metrics_<group>.csv`` and TensorBoard."""
         if group not in self._writers:
             self._writers[group] = MetricsWriter(
-                self.run_dir, resume_step=self._resume_step, name=f"metrics_{group}", tb_prefix=group
+                self.run_dir, resume_step=self._resume_step, name=f"metrics_{group}", tb_prefix=group, wandb=self._wandb
             )
         self._writers[group].write({"step": self.step, "epoch": self.epoch, **values})
 

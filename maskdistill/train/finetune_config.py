@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from maskdistill.config import ConfigError, DataConfig, JobConfig, OptimConfig, TrainConfig
+from maskdistill.config.spec_forms import NETWORK_SPEC_FORMS
 
 
 @dataclass
@@ -26,7 +27,9 @@ class FinetuneDataConfig(DataConfig):
 
 @dataclass
 class FinetuneModelConfig:
-    spec: str = ""  # a maskdistill run/checkpoint directory, or timm:<name>[@weights file]
+    spec: str = (
+        ""  # a maskdistill run/checkpoint directory, timm:<name>[@weights], hf-hub:<org>/<name>, local-dir:<folder>
+    )
     arch: str = ""  # optional: the architecture you expect; a checkpoint of another one is an error
     num_classes: int = 0  # 0 = the number of classes in the data
     drop_path: float = 0.0
@@ -107,10 +110,7 @@ def validate_finetune(cfg: FinetuneConfig) -> FinetuneConfig:
         if value not in choices:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(repr(c) for c in choices)}.")
     if not cfg.model.spec:
-        raise ConfigError(
-            "model.spec is empty: give a maskdistill run/checkpoint directory or "
-            "timm:<name>[@weights file] (e.g. model.spec=runs/md_student)."
-        )
+        raise ConfigError(f"model.spec is empty: give {NETWORK_SPEC_FORMS} (e.g. model.spec=runs/md_student).")
     o = cfg.optim
     if not 0 < o.layer_decay <= 1:
         raise ConfigError(f"optim.layer_decay={o.layer_decay} must be in (0, 1] (1 = no decay).")

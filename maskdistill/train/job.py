@@ -42,6 +42,7 @@ class Job:
     # scheduled lr); None = AdamW with the usual no-decay set over every trainable parameter.
     param_groups: Optional[Callable[[], list]] = None
     after_step: Optional[Callable[[int], None]] = None  # after each optimizer step (EMA update)
+    log: Optional[Any] = None  # the config's LogConfig: Weights & Biases besides CSV and TensorBoard
 
 
 def plan_steps(n: int, train: TrainConfig, optim: OptimConfig) -> Tuple[int, int, int, int]:

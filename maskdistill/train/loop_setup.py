@@ -19,6 +19,7 @@ from tqdm import tqdm
 from maskdistill.data.pipeline import StepBatchSampler
 from maskdistill.runs.checkpoint import find_checkpoint, load_checkpoint
 from maskdistill.runs.metrics import MetricsWriter
+from maskdistill.runs.wandb_log import open_wandb
 from maskdistill.train.callbacks import Callback, LoopState
 from maskdistill.train.distributed import Dist
 from maskdistill.train.job import Job, plan_steps
@@ -54,6 +55,7 @@ class LoopRun:
     last: Dict[str, float] = field(default_factory=dict)
     ck_dir: Optional[Path] = None
     t0: float = 0.0
+    wandb: Optional[Any] = None  # runs.wandb_log.WandbLogger when log.wandb is on (main process)
 
     @property
     def spe(self) -> int:
@@ -68,6 +70,8 @@ class LoopRun:
         self.metrics.close()
         self.eval_writer.close()
         self.state.close()
+        if self.wandb is not None:
+            self.wandb.close()
 
 
 def _restore(job: Job, task: nn.Module, optimizer: torch.optim.Optimizer, dist: Dist, resume: bool) -> int:
@@ -114,7 +118,8 @@ def open_loop(job: Job, device: torch.device, dist: Dist, resume: bool) -> LoopR
     model = _wrap(task, device, dist, job.train.compile)
     loader = _loader(job, device, dist, start)
     resume_step = start if resume else None
-    metrics = MetricsWriter(job.run_dir, enabled=dist.main, resume_step=resume_step)
+    wb = open_wandb(job.run_dir, job.log, job.meta.get("config", {}), resume) if dist.main else None
+    metrics = MetricsWriter(job.run_dir, enabled=dist.main, resume_step=resume_step, wandb=wb)
     params = [p for p in task.parameters() if p.requires_grad]
     bar = tqdm(
         total=plan[3], initial=start, disable=not dist.main or not sys.stderr.isatty(), unit="step", dynamic_ncols=True
@@ -127,6 +132,7 @@ def open_loop(job: Job, device: torch.device, dist: Dist, resume: bool) -> LoopR
         device,
         _fixed_batch=job.fixed_batch,
         _resume_step=resume_step,
+        _wandb=wb,
     )
     callbacks = list(job.callbacks) if dist.main else []
     eval_writer = MetricsWriter(
@@ -135,6 +141,7 @@ def open_loop(job: Job, device: torch.device, dist: Dist, resume: bool) -> LoopR
         resume_step=resume_step,
         name="metrics_eval",
         tb_prefix="eval",
+        wandb=wb,
     )
     return LoopRun(
         job=job,
@@ -152,6 +159,7 @@ def open_loop(job: Job, device: torch.device, dist: Dist, resume: bool) -> LoopR
         state=state,
         callbacks=callbacks,
         params=params,
+        wandb=wb,
     )
 
 

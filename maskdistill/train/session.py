@@ -25,10 +25,15 @@ from maskdistill.data.pipeline import SeededSamples
 from maskdistill.data.sources import base_dataset
 from maskdistill.data.transforms import pretrain_transform
 from maskdistill.models.device import resolve_device
-from maskdistill.runs.folder import prepare_run_dir
+from maskdistill.runs.folder import RESUME_FREE, prepare_run_dir
+from maskdistill.runs.wandb_log import require_wandb
 from maskdistill.train.distributed import Dist, barrier, init_distributed
 from maskdistill.train.job import Job
 from maskdistill.train.loop import run
+
+# Where the metrics are logged (log.*: W&B on or off, its project, name, tags) does not change the
+# results, so a run may be resumed with other log settings.
+_RESUME_FREE = (*RESUME_FREE, "log")
 
 
 @dataclass
@@ -52,7 +57,8 @@ class Session:
         dist = dist or init_distributed(device)
         session = cls(cfg, Path(out), device, dist, to_dict(cfg), resume, overwrite)
         if dist.main:  # refuse early (before a teacher is loaded), but write nothing yet
-            prepare_run_dir(session.out, session.cfg_dict, resume, overwrite, check_only=True)
+            require_wandb(getattr(cfg, "log", None))
+            prepare_run_dir(session.out, session.cfg_dict, resume, overwrite, _RESUME_FREE, check_only=True)
         torch.manual_seed(cfg.train.seed)  # model initialisation: identical on every process
         return session
 
@@ -83,7 +89,7 @@ class Session:
         """Create (or clear, with overwrite) the run folder and write the resolved config, on the
         main process only; the other processes wait for it."""
         if self.dist.main:
-            prepare_run_dir(self.out, self.cfg_dict, self.resume, self.overwrite)
+            prepare_run_dir(self.out, self.cfg_dict, self.resume, self.overwrite, _RESUME_FREE)
             if not self.resume:
                 (self.out / "config.yaml").write_text(to_yaml(self.cfg))
         barrier(self.dist)
@@ -108,6 +114,7 @@ class Session:
             meta=meta,
             num_workers=d.num_workers,
             max_corrupt_share=d.max_corrupt_share,
+            log=getattr(self.cfg, "log", None),
             **extra,
         )
 

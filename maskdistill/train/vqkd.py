@@ -18,6 +18,7 @@ from typing import Callable, Dict, Optional
 import torch
 
 from maskdistill.config import ConfigError, DataConfig, JobConfig, OptimConfig, TeacherConfig, TrainConfig
+from maskdistill.config.spec_forms import canonical_spec
 from maskdistill.data.sources import base_dataset
 from maskdistill.data.transforms import eval_transform
 from maskdistill.distill.tokenizer import VQKD, VQKDConfig
@@ -147,9 +148,8 @@ def _fixed_images(cfg: TokenizerConfig) -> Callable[[], Dict[str, torch.Tensor]]
 
 
 def teacher_id(spec: str) -> str:
-    """The spec recorded in the tokenizer: a local teacher (a run directory) as an absolute path."""
-    p = Path(spec).expanduser()
-    return str(p.resolve()) if p.exists() else spec
+    """The spec recorded in the tokenizer: a local teacher (a run directory, ``local-dir:``) as an absolute path."""
+    return canonical_spec(spec)
 
 
 def train_tokenizer(

@@ -14,7 +14,19 @@ from maskdistill import cli
 from maskdistill.cli import COMMANDS, build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
-NAMES = ("demo", "pretrain", "classify", "finetune", "sweep", "tokenizer", "analyze", "report", "decisions")
+NAMES = (
+    "demo",
+    "pretrain",
+    "classify",
+    "finetune",
+    "sweep",
+    "tokenizer",
+    "analyze",
+    "report",
+    "decisions",
+    "export",
+    "convert",
+)
 
 
 def _subcommands(parser) -> dict:
@@ -43,6 +55,8 @@ def test_every_command_module_registers_its_run():
         "analyze": ["analyze", "--model", "a=b", "--data", "builtin:val", "--out", "x"],
         "report": ["report", "x"],
         "decisions": ["decisions", "--raw-data", "x"],
+        "export": ["export", "runs/x", "--out", "x"],
+        "convert": ["convert", "--format", "fd", "ck.pth", "--out", "x"],
     }
     for module, name in zip(COMMANDS, NAMES):
         args = parser.parse_args(argv[name])

@@ -18,8 +18,8 @@ def test_every_job_config_has_the_shared_sections():
     for schema in (PretrainConfig, ClassifyConfig, FinetuneConfig, TokenizerConfig):
         assert issubclass(schema, JobConfig)
         names = [f.name for f in dataclasses.fields(schema)]
-        assert names[:3] == ["data", "optim", "train"], schema
-    assert [f.name for f in dataclasses.fields(PretrainConfig)][3:] == [
+        assert names[:4] == ["data", "optim", "train", "log"], schema
+    assert [f.name for f in dataclasses.fields(PretrainConfig)][4:] == [
         "mask",
         "teacher",
         "student",

@@ -77,7 +77,7 @@ def test_several_options_and_empty_parts() -> None:
 @pytest.mark.parametrize(
     "spec, match",
     [
-        ("", r"empty model spec.*timm:<name>\[@weights\], open_clip:<arch>/<tag>, pixels or"),
+        ("", r"empty model spec.*timm:<name>\[@weights file\], hf-hub:<org>/<name>, local-dir:<folder>, .*pixels"),
         ("   ", r"empty model spec"),
         ("?img_size=224", r"empty model spec"),
         ("timm:", r"names no timm model; write e\.g\. timm:vit_base_patch16_224"),
@@ -147,7 +147,10 @@ def test_pixels_teacher_from_its_spec() -> None:
 @pytest.mark.parametrize(
     "spec, match",
     [
-        ("pixels", r"starts from timm:<name>\[@weights\] or a maskdistill run; pixels specs are teachers only"),
+        (
+            "pixels",
+            r"starts from timm:<name>\[@weights file\], hf-hub:.* run or checkpoint directory; pixels specs are",
+        ),
         ("open_clip:ViT-B-16/openai", "open_clip specs are teachers only"),
         ("timm:test_vit?img_size=64", r"model\.spec of a fine-tune takes no \?options"),
         ("timm:test_vit@", "no weights file"),

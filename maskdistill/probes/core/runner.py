@@ -149,6 +149,43 @@ def _manifest_entry(
     }
 
 
+def _analyse_model(
+    name: str,
+    spec: str,
+    ds: AnalysisData,
+    dev: torch.device,
+    settings: Mapping[str, Any],
+    selection: Tuple[Sequence[ProbeSpec], Mapping[str, Mapping[str, Any]], bool],
+    out: Path,
+    manifest: Dict[str, Any],
+) -> List[Path]:
+    """Load one model, run its probes into ``out/<name>`` and record it in the manifest."""
+    specs, params, explicit = selection
+    t0 = time.perf_counter()
+    ctx = ProbeContext.from_spec(name, spec, ds, dev, **settings)
+    skipped = _skipped(ctx, specs, params, explicit)
+    paths, failed = _run_probes(ctx, specs, params, explicit, skipped, out / name)
+    manifest["models"][name] = _manifest_entry(ctx, spec, specs, skipped, failed, time.perf_counter() - t0)
+    if name not in manifest["order"]:
+        manifest["order"].append(name)
+    write_json(out / MANIFEST, manifest)
+    log.info("%s: %d probe(s) in %.1fs", name, len(specs) - len(skipped) - len(failed), time.perf_counter() - t0)
+    del ctx
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    return paths
+
+
+def _checked(images: int, batch_size: int, bootstrap: int, seed: int) -> Optional[Bootstrap]:
+    """The counts must be positive; the bootstrap settings (None: no intervals)."""
+    if images < 1 or batch_size < 1:
+        raise ValueError(f"--images {images} / --batch-size {batch_size}: both must be at least 1.")
+    if bootstrap < 0 or bootstrap == 1:
+        raise ValueError(f"--bootstrap {bootstrap}: give 0 (no intervals) or at least 2 replicates (default 1000).")
+    return Bootstrap(replicates=bootstrap, seed=seed) if bootstrap else None
+
+
 def run_analyze(
     models: Mapping[str, str],
     data: str | AnalysisData,
@@ -169,11 +206,7 @@ def run_analyze(
     (:func:`maskdistill.report.build_report`), from the files alone."""
     if not models:
         raise ValueError("give at least one model: --model NAME=SPEC (e.g. deit=timm:deit_small_patch16_224).")
-    if images < 1 or batch_size < 1:
-        raise ValueError(f"--images {images} / --batch-size {batch_size}: both must be at least 1.")
-    if bootstrap < 0 or bootstrap == 1:
-        raise ValueError(f"--bootstrap {bootstrap}: give 0 (no intervals) or at least 2 replicates (default 1000).")
-    boot = Bootstrap(replicates=bootstrap, seed=seed) if bootstrap else None
+    boot = _checked(images, batch_size, bootstrap, seed)
     specs, params, explicit = _selected(probes, params)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,34 +214,18 @@ def run_analyze(
     check_names(models, pairs, known=list(manifest["models"]))
     ds = parse_data(data) if isinstance(data, str) else data
     dev = resolve_device(device)
+    settings = dict(
+        images=images,
+        batch_size=batch_size,
+        seed=seed,
+        workers=_default_workers(dev) if workers is None else workers,
+        progress=progress,
+        wanted={s.name for s in specs},
+        bootstrap=boot,
+    )
     written: List[Path] = []
     for name, spec in models.items():
-        t0 = time.perf_counter()
-        ctx = ProbeContext.from_spec(
-            name,
-            spec,
-            ds,
-            dev,
-            images=images,
-            batch_size=batch_size,
-            seed=seed,
-            workers=_default_workers(dev) if workers is None else workers,
-            progress=progress,
-            wanted={s.name for s in specs},
-            bootstrap=boot,
-        )
-        skipped = _skipped(ctx, specs, params, explicit)
-        paths, failed = _run_probes(ctx, specs, params, explicit, skipped, out / name)
-        written += paths
-        manifest["models"][name] = _manifest_entry(ctx, spec, specs, skipped, failed, time.perf_counter() - t0)
-        if name not in manifest["order"]:
-            manifest["order"].append(name)
-        write_json(out / MANIFEST, manifest)
-        log.info("%s: %d probe(s) in %.1fs", name, len(specs) - len(skipped) - len(failed), time.perf_counter() - t0)
-        del ctx
-        gc.collect()
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
+        written += _analyse_model(name, spec, ds, dev, settings, (specs, params, explicit), out, manifest)
     for t, s in pairs:
         if [t, s] not in manifest["pairs"]:
             manifest["pairs"].append([t, s])
