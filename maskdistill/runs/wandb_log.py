@@ -13,6 +13,7 @@ from typing import Any, Dict, Optional
 
 from maskdistill.errors import UsageError
 
+STEP = "step"
 ID_FILE = "wandb_run.json"
 
 
@@ -58,14 +59,21 @@ class WandbLogger:
             reinit="finish_previous",
         )
         id_file.write_text(json.dumps({"id": run.id, "project": run.project, "entity": run.entity or ""}))
+        run.define_metric("*", step_metric=STEP)  # charts over the training step, not W&B's row counter
         return cls(run)
 
     def log(self, row: Dict[str, float], prefix: str) -> None:
-        step = int(row["step"])
-        self.run.log({f"{prefix}/{k}": v for k, v in row.items() if k != "step"}, step=step)
+        """One W&B row per CSV row, the training step as its ``step`` value. (Passing ``step=`` to
+        ``run.log`` instead merges rows of the same step and drops rows of an earlier one, e.g. an
+        evaluation logged after the training row of its step.)"""
+        values = {f"{prefix}/{k}": v for k, v in row.items() if k != "step"}
+        self.run.log({STEP: int(row["step"]), **values})
 
     def close(self) -> None:
         self.run.finish()
+        # finish() returns before W&B's service has written the run's last records (an offline run
+        # file can still be empty); teardown waits for it, so the job ends with its log complete.
+        _import_wandb().teardown()
 
 
 def require_wandb(log_cfg: Optional[Any]) -> None:

@@ -49,7 +49,8 @@ def history(path: Path) -> List[Tuple[int, Dict[str, object]]]:
         rec.ParseFromString(payload)
         if rec.WhichOneof("record_type") == "history":
             items = {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.history.item}
-            rows.append((int(rec.history.step.num), items))
+            items = {k: v for k, v in items.items() if not k.startswith("_")}  # W&B's own (_step, _timestamp)
+            rows.append((int(items.pop("step")), items))
     return rows
 
 
