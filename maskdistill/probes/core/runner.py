@@ -149,6 +149,17 @@ def _manifest_entry(
     }
 
 
+def _checked(models: Mapping[str, str], images: int, batch_size: int, bootstrap: int, seed: int) -> Optional[Bootstrap]:
+    """The bootstrap settings of an analysis, after checking its counts."""
+    if not models:
+        raise ValueError("give at least one model: --model NAME=SPEC (e.g. deit=timm:deit_small_patch16_224).")
+    if images < 1 or batch_size < 1:
+        raise ValueError(f"--images {images} / --batch-size {batch_size}: both must be at least 1.")
+    if bootstrap < 0 or bootstrap == 1:
+        raise ValueError(f"--bootstrap {bootstrap}: give 0 (no intervals) or at least 2 replicates (default 1000).")
+    return Bootstrap(replicates=bootstrap, seed=seed) if bootstrap else None
+
+
 def run_analyze(
     models: Mapping[str, str],
     data: str | AnalysisData,
@@ -163,17 +174,11 @@ def run_analyze(
     workers: Optional[int] = None,
     progress: bool = True,
     bootstrap: int = REPLICATES,
+    labels: str = "by-name",
 ) -> List[Path]:
-    """Run the probes on every model; returns the CSV paths written. ``bootstrap``: replicates of
-    the intervals over images (0: none). The report is built apart
-    (:func:`maskdistill.report.build_report`), from the files alone."""
-    if not models:
-        raise ValueError("give at least one model: --model NAME=SPEC (e.g. deit=timm:deit_small_patch16_224).")
-    if images < 1 or batch_size < 1:
-        raise ValueError(f"--images {images} / --batch-size {batch_size}: both must be at least 1.")
-    if bootstrap < 0 or bootstrap == 1:
-        raise ValueError(f"--bootstrap {bootstrap}: give 0 (no intervals) or at least 2 replicates (default 1000).")
-    boot = Bootstrap(replicates=bootstrap, seed=seed) if bootstrap else None
+    """Run the probes on every model; returns the CSV paths written (the report is built apart, from
+    the files). ``bootstrap``: replicates of the intervals (0: none); ``labels``: see :mod:`.labels`."""
+    boot = _checked(models, images, batch_size, bootstrap, seed)
     specs, params, explicit = _selected(probes, params)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -196,6 +201,7 @@ def run_analyze(
             progress=progress,
             wanted={s.name for s in specs},
             bootstrap=boot,
+            labels=labels,
         )
         skipped = _skipped(ctx, specs, params, explicit)
         paths, failed = _run_probes(ctx, specs, params, explicit, skipped, out / name)

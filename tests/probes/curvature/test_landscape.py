@@ -199,8 +199,10 @@ def test_probes_run_on_the_real_probe_context():
     from maskdistill.probes.core.context import ProbeContext
     from maskdistill.probes.curvature.hessian import top_eigenvalues
 
+    from maskdistill.data.synthetic import SHAPES
+
     model = tiny_vit("rgb32", depth=1)
-    info = describe_model(model, "tiny", "tiny", overrides={"img_size": 32})
+    info = describe_model(model, "tiny", "tiny", overrides={"img_size": 32, "classes": list(SHAPES)})
     ctx = ProbeContext(
         "tiny", model, info, parse_data("builtin:val?size=32"), images=8, batch_size=8, label_smoothing=0.1
     )
