@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tests.helpers.models import tiny_vit
 from timm.data import ImageNetInfo
 
 from maskdistill.data.analysis_data import parse_data
@@ -17,7 +18,6 @@ from maskdistill.probes.core.context import ProbeContext
 from maskdistill.probes.core.intervals import Bootstrap
 from maskdistill.probes.core.registry import get_probe
 from maskdistill.probes.core.runner import _skipped
-from tests.helpers.models import tiny_vit
 
 HEAD = ("classifier", "labels")
 
