@@ -102,6 +102,10 @@ def test_folder_order_only_when_stated_and_recorded(tmp_path):
     assert sorted(torch.cat([y for _, y in ctx.batches()]).tolist()) == [0, 0, 1, 1]
     res = get_probe("accuracy").fn(ctx)
     assert res.meta["label_map"] == "folder-order (explicit)"
+    from maskdistill.report.build import model_rows
+
+    ((_, _, cells),) = model_rows(["tiny"], {}, {"tiny": {"accuracy": res}}, {"tiny": "#000"})
+    assert cells["labels"] == "folder-order (explicit)"  # the report's model table says so
     with pytest.raises(ValueError, match="by-name .* or folder-order"):
         _ctx(str(root), num_classes=2, labels="folder")
     three = _wordnet_folder(tmp_path / "abc", {"a": (1, 0), "b": (1, 0), "c": (1, 0)})
