@@ -11,6 +11,9 @@ run directory or checkpoint; options for timm.create_model after '?', e.g.
 DATA: an image folder (searched recursively; class sub-folders give labels) or ``builtin:val``,
 ``builtin:cue_conflict``, ``builtin:test?size=64&label=texture``.
 PROBE.KEY=VALUE: a parameter of one probe; VALUE is a Python literal (``[12]``, ``0.5``) or a word.
+Labels are mapped onto a classifier's head by name (its recorded classes; for timm ImageNet heads,
+WordNet-id folders such as n01440764); ``--labels folder-order`` (also ``--param
+labels=folder-order``) states that class folder k is output k of a head without names.
 
 example:
   maskdistill analyze --model clip=timm:vit_base_patch16_clip_224.openai@/w/clip.safetensors \\
@@ -27,12 +30,22 @@ import argparse
 import ast
 import logging
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from maskdistill.cli.common import command_parser, parse_models, parse_pair, setup_logging
 from maskdistill.errors import UsageError
 
 PARAM_EXAMPLE = "attention_map.layers=[12]"
+
+
+def label_mode(option: str, items: List[str]) -> Tuple[str, List[str]]:
+    """(the label mode, the other ``--param`` items): ``--param labels=folder-order`` is ``--labels``."""
+    given = [parse_pair(i, "--param", PARAM_EXAMPLE)[1] for i in items if i.split("=", 1)[0].strip() == "labels"]
+    rest = [i for i in items if i.split("=", 1)[0].strip() != "labels"]
+    modes = set(given) | ({option} if option != "by-name" else set())
+    if len(modes) > 1:
+        raise UsageError(f"--labels / --param labels= disagree ({', '.join(sorted(modes))}); give one.")
+    return (modes.pop() if modes else "by-name"), rest
 
 
 def parse_params(items: List[str]) -> Dict[str, Dict[str, Any]]:
@@ -88,6 +101,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="bootstrap replicates of the 95%% intervals over images (default 1000; 0: no intervals)",
     )
+    a.add_argument(
+        "--labels",
+        choices=("by-name", "folder-order"),
+        default="by-name",
+        help="map data labels onto a head by class name (default), or state folder k = output k",
+    )
     a.add_argument("--workers", type=int, default=None, help="data-loading workers (default: 0 on CPU)")
     a.add_argument("--no-report", action="store_true", help="skip figures and report.html")
     a.set_defaults(func=run)
@@ -97,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from maskdistill.probes.core.runner import run_analyze
 
     setup_logging()
+    labels, param_items = label_mode(args.labels, args.param)
     paths = run_analyze(
         parse_models(args.model),
         args.data,
@@ -107,9 +127,10 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         pairs=[parse_pair(p, "--pair", "clip=md") for p in args.pair],
-        params=parse_params(args.param),
+        params=parse_params(param_items),
         workers=args.workers,
         bootstrap=args.bootstrap,
+        labels=labels,
     )
     report = ""
     if not args.no_report:
@@ -121,4 +142,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["register", "run", "parse_params"]
+__all__ = ["label_mode", "register", "run", "parse_params"]

@@ -4,7 +4,8 @@ classifier trained on the built-in data needs no ImageNet mapping.
 
 The label set has ``num_classes`` classes; class k is the pair (``SHAPES[k]``, ``TEXTURES[k]``) and is
 named by its shape, ``SHAPES[k]`` (a classifier trained on the built-in shape labels has exactly these
-class names; one trained on texture labels names them ``TEXTURES[k]``, accepted as an alias). Item i
+class names; a head trained on texture labels names textures only, so it cannot make a shape decision
+and is refused, not read through an alias). Item i
 draws an ordered pair (a, b), a != b -- every pair once per block of K(K-1) items, in a seeded order --
 and renders class a's shape filled with class b's texture on item i's geometry, colours and noise
 (``ShapesTextures.cue_conflict``, split ``"test"`` by default: images never seen in training). Its
@@ -46,7 +47,7 @@ class BuiltinCueConflict(Dataset):
         self.shape_labels: np.ndarray = pairs[order, 0]
         self.texture_labels: np.ndarray = pairs[order, 1]
         self.classes: List[str] = list(SHAPES[:k])
-        self.aliases: List[List[str]] = [list(TEXTURES[:k])]  # the same classes named by their textures
+        self.aliases: List[List[str]] = []  # no texture names: a texture head's outputs are no shape decisions
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         self.transform = transform
 

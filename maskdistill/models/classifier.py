@@ -118,6 +118,24 @@ def _drop_unfit_head(
     return sd
 
 
+def check_kept_head(num_classes: int, saved_classes: Sequence[str], classes: Sequence[str], source: str) -> None:
+    """A head kept from a timm source (no recorded classes) of an ImageNet size is named by timm's
+    ImageNet metadata; the data's labels (class folders in sorted order) must be those names in that
+    order, else training and top-1 would score output k against the k-th folder."""
+    from maskdistill.models.label_names import head_names
+
+    names = head_names(num_classes) if classes and not saved_classes else None
+    if names is None or list(names.names) == list(classes):
+        return
+    idx = [names.index(c) for c in classes]
+    how = "are a subset of its classes" if all(i is not None for i in idx) else "are not its classes"
+    raise UsageError(
+        f"{source}: its {num_classes}-class head is kept ({names.source}), but the data's classes "
+        f"({_short(list(classes))}) {how} in its order, so label k would be scored as output k; set "
+        f"model.num_classes=0 (a new head for the data's classes) or use all {num_classes} classes as folders."
+    )
+
+
 def _short(names: Sequence[str], n: int = 4) -> str:
     return ", ".join(names[:n]) + (f", ... {len(names)} in all" if len(names) > n else "")
 
@@ -163,11 +181,15 @@ def build_classifier_model(
         create["global_pool"] = global_pool
     if sd is None:  # timm hub weights (needs network); timm re-initialises a head of another size
         model = create_timm(arch, pretrained=True, **create)
+        if int((model.pretrained_cfg or {}).get("num_classes") or 0) == num_classes:
+            check_kept_head(num_classes, (), classes, spec)
     else:
         model = _create(arch, create, inherited=set(kwargs) - set(extra) if arch != src_arch else set())
         if shared and rel_pos_bias == "per_block" and isinstance(model, Beit):
             sd = expand_shared_rel_pos_bias(sd, len(model.blocks))
         sd = _drop_unfit_head(_move_final_norm(sd, model), model, spec, info.get("classes") or (), classes)
+        if any(k.startswith("head.") for k in sd):
+            check_kept_head(num_classes, info.get("classes") or (), classes, spec)
         head = tuple(k.rsplit(".", 1)[0] for k in model.state_dict() if k.startswith("head.") and k not in sd)
         load_weights(model, sd, spec, ignore_prefixes=head)
     dc = model.pretrained_cfg or {}

@@ -215,6 +215,9 @@ def model_rows(
             "images": info.get("images", meta.get("images", "")),
             "probes": ", ".join(sorted(results[m])),
         }
+        maps = sorted({str(r.meta["label_map"]) for r in results[m].values() if r.meta.get("label_map")})
+        if maps:  # how data labels met the head: by name, or folder order as the user stated
+            cells["labels"] = "; ".join(maps)
         rows.append((m, colors[m], cells))
     return rows
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from maskdistill.probes.core.intervals import LEVEL, paired, replicates
 from maskdistill.probes.core.registry import ProbeResult
-from maskdistill.report.claims import CLAIMS, Claim, layer_groups
+from maskdistill.report.claims import CLAIMS, MODEL, Claim, layer_groups
 
 Results = Dict[str, Dict[str, ProbeResult]]
 HOLDS, CONTRADICTED, INCONCLUSIVE = "holds", "contradicted", "inconclusive"
@@ -45,8 +45,9 @@ def _rows(res: ProbeResult, claim: Claim) -> Tuple[np.ndarray, str, str]:
     if claim.group == "model":
         mask = np.ones(len(sel), bool)
         for col, val in claim.where.items():
+            want = res.model if val == MODEL else str(val)
             if col in sel.columns:
-                mask &= (sel[col].astype(str) == str(val)).to_numpy()
+                mask &= (sel[col].astype(str) == want).to_numpy()
         return np.flatnonzero(mask), "", "" if mask.any() else f"{claim.metric} missing"
     depth = int(res.meta.get("depth") or sel["layer"].max())
     lower, top = layer_groups(depth)

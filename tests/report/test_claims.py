@@ -212,3 +212,37 @@ def test_evaluate_stacks_pairs_and_claims_keep_unique_keys():
     assert len({c.key for c in CLAIMS}) == len(CLAIMS)
     with pytest.raises(ValueError, match="exists already"):
         register_claim(Claim("nmi_top", "again", "attention_nmi", "attention_nmi_layer_mean", "top", +1))
+
+
+def _decisions(model: str, bias: float, kappa: float) -> dict:
+    """A shape-bias table (overall and one category) and an error-consistency summary (the model's row
+    and the humans' baseline), with replicates of the rows that have them (saved as the probes do)."""
+    sb = pd.DataFrame(
+        [
+            dict(dataset="cue-conflict", category=c, metric="shape_bias", value=v)
+            for c, v in (("all", bias), ("cat", 0.9))
+        ]
+    )
+    ec = pd.DataFrame(
+        [
+            dict(observer=o, human="all", dataset="all", metric="error_consistency", value=v)
+            for o, v in (("humans", 0.4), (model, kappa))
+        ]
+    )
+    res = {
+        "shape_bias": ProbeResult("shape_bias", model, sb, {**META}),
+        "error_consistency": ProbeResult("error_consistency", model, ec, {**META}),
+    }
+    res["shape_bias"].arrays[array_key("shape_bias")] = np.array([bias, 0.9]) + 0.01 * Z
+    res["error_consistency"].arrays[array_key("error_consistency")] = np.array([0.4, kappa]) + 0.01 * Z
+    return res
+
+
+def test_decision_claims_read_the_overall_row_and_the_models_own_summary():
+    results = {"ft_teacher": _decisions("ft_teacher", 0.30, 0.10), "ft_student": _decisions("ft_student", 0.45, 0.25)}
+    rows = _by_claim(evaluate_pair("ft_teacher", "ft_student", results))
+    bias = rows["After fine-tuning, the MD student has a higher shape bias than the teacher"]
+    assert (bias.teacher_value, bias.student_value, bias.verdict) == (0.30, 0.45, "holds")
+    ec = rows["MD does not raise error consistency with humans"]
+    assert (ec.teacher_value, ec.student_value) == (0.10, 0.25)  # not the humans' 0.4
+    assert ec.delta == pytest.approx(0.15) and ec.verdict == "contradicted"

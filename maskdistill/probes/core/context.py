@@ -6,6 +6,9 @@ to measure one model on one image set (paper Secs. 3-5).
   ``create_transform`` with the model's size, crop, interpolation, mean and std), float and
   normalised, with labels: :meth:`ProbeContext.batches` streams ``images`` images;
   :meth:`ProbeContext.labelled_batches` returns fixed labelled batches (Hessian probes, Sec. 4);
+- labels mapped onto the head by name (:mod:`maskdistill.probes.core.labels`; ``labels="folder-order"``
+  states that class folder k is output k): for a model with a head, labels are head indices (-1
+  where the data's classes cannot be mapped, which the ``labels`` need refuses with the fix);
 - the bootstrap settings behind every interval (:mod:`maskdistill.probes.core.intervals`; None: no
   intervals), seeded by the analysis seed so that the models of a pair share their resamples;
 - the autocast dtype (bf16 on CUDA, none on CPU), the seed, and a memo for shared passes:
@@ -26,8 +29,10 @@ from torch import nn
 from maskdistill import __version__
 from maskdistill.data.analysis_data import AnalysisData
 from maskdistill.models.device import resolve_device
+from maskdistill.models.label_names import head_names
 from maskdistill.models.spec import ModelInfo, load_model
 from maskdistill.probes.core.intervals import Bootstrap
+from maskdistill.probes.core.labels import LabelMap, LabelMapError, check_mode, map_labels
 from maskdistill.probes.core.model_input import input_size, split_spec
 from maskdistill.probes.core.needs import missing_needs
 from maskdistill.probes.core.registry import shared_groups
@@ -51,9 +56,11 @@ class ProbeContext:
     wanted: Optional[Set[str]] = None  # probes this analysis runs (the shared pass computes what they read)
     label_smoothing: float = 0.0  # the loss of the Hessian probes
     bootstrap: Optional[Bootstrap] = field(default_factory=Bootstrap)  # intervals over images (None: off)
+    labels: str = "by-name"  # how data labels map onto the head: by-name | folder-order (stated by the user)
     memo: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_mode(self.labels)
         self.model = self.model.eval().to(self.device)
         self.img_size, self.size_note = input_size(self.model, self.info)
         if self.size_note:
@@ -137,8 +144,43 @@ class ProbeContext:
             leave=False,
         ) as bar:
             for x, y in loader:
-                yield x.to(self.device, non_blocking=True), torch.as_tensor(y).to(self.device)
+                yield x.to(self.device, non_blocking=True), self._head_labels(torch.as_tensor(y).to(self.device))
                 bar.update(int(x.shape[0]))
+
+    # ------------------------------------------------------------------ labels
+    def _labels_apply(self) -> bool:
+        return int(self.info.num_classes or 0) > 0 and self.data.labelled
+
+    def label_map(self) -> LabelMap:
+        """The data's classes mapped onto the head (memoised); raises :class:`LabelMapError` with the fix."""
+        if "label_map" not in self.memo:
+            n = int(self.info.num_classes or 0)
+            try:
+                head = head_names(n, self.info.classes)
+                self.memo["label_map"] = map_labels(self.data, head, n, self.labels, self.spec)
+            except LabelMapError as e:
+                self.memo["label_map"] = e
+        found = self.memo["label_map"]
+        if isinstance(found, LabelMapError):
+            raise found
+        return found
+
+    def label_refusal(self) -> Optional[str]:
+        """Why the data's labels cannot be mapped onto the head (None when they can, or no head/labels)."""
+        if not self._labels_apply():
+            return None
+        try:
+            self.label_map()
+        except LabelMapError as e:
+            return str(e)
+        return None
+
+    def _head_labels(self, y: torch.Tensor) -> torch.Tensor:
+        if not self._labels_apply():
+            return y
+        if self.label_refusal():
+            return torch.full_like(y, -1)  # never a data index posing as a head index
+        return self.label_map().apply(y)
 
     def labelled_batches(self, n_batches: int, batch_size: int) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """The same fixed labelled batches at every call (the first ``n_batches * batch_size`` of the
@@ -211,6 +253,8 @@ class ProbeContext:
         }
         if self.size_note:
             m["img_size_note"] = self.size_note
+        if self._labels_apply() and not self.label_refusal():
+            m.update(self.label_map().meta())
         m.update(extra)
         return m
 

@@ -15,6 +15,7 @@ scalar), its table the columns ``ci_low`` / ``ci_high``, its metadata ``bootstra
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
@@ -88,10 +89,13 @@ class Bootstrap:
         return np.stack([np.asarray(fn(c), dtype=np.float64) for ch in self.count_chunks(n) for c in ch])
 
     def interval(self, replicates: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Percentile interval (low, high) over axis 0 of ``replicates``."""
+        """Percentile interval (low, high) over axis 0 of ``replicates``; NaN replicates (a ratio with no
+        trial in its denominator) are left out."""
         a = (1.0 - self.level) / 2.0
         r = np.asarray(replicates, dtype=np.float64)
-        return np.quantile(r, a, axis=0), np.quantile(r, 1.0 - a, axis=0)
+        with warnings.catch_warnings():  # a ratio undefined in every replicate (no trial of a category): NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanquantile(r, a, axis=0), np.nanquantile(r, 1.0 - a, axis=0)  # undefined replicates left out
 
     def describe(self, n: int, unit: str = "image") -> Dict[str, Any]:
         return dict(asdict(self), n=int(n), unit=unit, method="percentile")

@@ -3,8 +3,9 @@ meet it, so that ``analyze`` refuses a named probe with the reason and ``analyze
 it with the reason instead of recording a failure.
 
 The context judges the needs it knows itself -- ``"attention"`` and ``"tokens"`` (a timm-style ViT
-encoder whose attention can be captured), ``"labels"`` (labelled data) and ``"classifier"`` (a head
-with at least as many outputs as the data has classes); a probe family judges its own (e.g.
+encoder whose attention can be captured), ``"labels"`` (labelled data whose classes map onto the head
+by name, :mod:`maskdistill.probes.core.labels`) and ``"classifier"`` (a head with at least as many
+outputs as the data has classes); a probe family judges its own (e.g.
 ``"human_responses"``) through :func:`register_need`. Needs nobody judges are assumed met (the probe
 then says what is missing).
 """
@@ -50,6 +51,10 @@ def missing_needs(ctx: Any, needs: Sequence[str], params: Optional[Mapping[str, 
         reasons += _encoder_reasons(ctx, needs)
     if "labels" in needs and not ctx.data.labelled:
         reasons.append(f"the data {ctx.data.spec} has no labels (use class sub-folders or builtin:...)")
+    elif "labels" in needs and callable(getattr(ctx, "label_refusal", None)):
+        why = ctx.label_refusal()  # labels must name the head's classes (or be stated in its order)
+        if why:
+            reasons.append(why)
     if "classifier" in needs:
         n = int(ctx.info.num_classes or 0)
         if n <= 0:

@@ -119,6 +119,7 @@ PROBE_MODULES = (
     "maskdistill.probes.representation.spectra",
     "maskdistill.probes.curvature.probes",
     "maskdistill.probes.decisions.probes",
+    "maskdistill.probes.decisions.accuracy",
 )
 
 

@@ -177,8 +177,10 @@ def _analyse_model(
     return paths
 
 
-def _checked(images: int, batch_size: int, bootstrap: int, seed: int) -> Optional[Bootstrap]:
-    """The counts must be positive; the bootstrap settings (None: no intervals)."""
+def _checked(models: Mapping[str, str], images: int, batch_size: int, bootstrap: int, seed: int) -> Optional[Bootstrap]:
+    """The bootstrap settings of an analysis, after checking its counts."""
+    if not models:
+        raise ValueError("give at least one model: --model NAME=SPEC (e.g. deit=timm:deit_small_patch16_224).")
     if images < 1 or batch_size < 1:
         raise ValueError(f"--images {images} / --batch-size {batch_size}: both must be at least 1.")
     if bootstrap < 0 or bootstrap == 1:
@@ -200,13 +202,11 @@ def run_analyze(
     workers: Optional[int] = None,
     progress: bool = True,
     bootstrap: int = REPLICATES,
+    labels: str = "by-name",
 ) -> List[Path]:
-    """Run the probes on every model; returns the CSV paths written. ``bootstrap``: replicates of
-    the intervals over images (0: none). The report is built apart
-    (:func:`maskdistill.report.build_report`), from the files alone."""
-    if not models:
-        raise ValueError("give at least one model: --model NAME=SPEC (e.g. deit=timm:deit_small_patch16_224).")
-    boot = _checked(images, batch_size, bootstrap, seed)
+    """Run the probes on every model; returns the CSV paths written (the report is built apart, from
+    the files). ``bootstrap``: replicates of the intervals (0: none); ``labels``: see :mod:`.labels`."""
+    boot = _checked(models, images, batch_size, bootstrap, seed)
     specs, params, explicit = _selected(probes, params)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -222,6 +222,7 @@ def run_analyze(
         progress=progress,
         wanted={s.name for s in specs},
         bootstrap=boot,
+        labels=labels,
     )
     written: List[Path] = []
     for name, spec in models.items():

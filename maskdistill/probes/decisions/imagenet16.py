@@ -97,6 +97,7 @@ def imagenet16_mapping() -> DecisionMapping:
         list(categories16()),
         meta={
             "decision_mapping": "imagenet16",
+            "label_map": "by name (16 categories over their ImageNet indices)",
             "mapping_aggregation": data["aggregation"],
             "mapping_source": data["source"],
         },
@@ -106,7 +107,7 @@ def imagenet16_mapping() -> DecisionMapping:
 def direct_mapping(model_classes: Sequence[str], data_classes: Sequence[str]) -> DecisionMapping:
     model_classes, data_classes = list(model_classes), list(data_classes)
     order = None if model_classes == data_classes else [model_classes.index(c) for c in data_classes]
-    return DecisionMapping("direct", data_classes, order, meta={"decision_mapping": "direct"})
+    return DecisionMapping("direct", data_classes, order, meta={"decision_mapping": "direct", "label_map": "by name"})
 
 
 def decision_mapping_for(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from maskdistill.data.synthetic import SHAPES, TEXTURES
 from maskdistill.probes.core.needs import register_need
 from maskdistill.probes.decisions.context_reads import ctx_attr, stimulus_root
 from maskdistill.probes.decisions.stimuli import find_stimulus_sets
@@ -21,13 +22,30 @@ HUMAN_RESPONSES = "human_responses"
 def cue_conflict_missing(ctx: Any, params: Mapping[str, Any]) -> Optional[str]:
     try:
         root = stimulus_root(ctx, params.get("stimuli"))
-        if root == "builtin" or "cue-conflict" in find_stimulus_sets(root, strict=False):
+        if root == "builtin":
+            return _builtin_head_missing(ctx)
+        if "cue-conflict" in find_stimulus_sets(root, strict=False):
             return None
     except (ValueError, FileNotFoundError) as e:
         return str(e)
     return (
         f"no cue-conflict set under {root}: analyse builtin:cue_conflict or pass "
         f"--param shape_bias.stimuli=<folder holding cue-conflict/>"
+    )
+
+
+def _builtin_head_missing(ctx: Any) -> Optional[str]:
+    """Shape decisions on the built-in cue-conflict set need a head naming its shapes: a head trained
+    on texture labels names textures only, so every decision it makes is a texture decision."""
+    info = ctx_attr(ctx, "info", "model_info")
+    classes = list(getattr(info, "classes", None) or [])
+    if not classes or set(classes) == set(SHAPES[: len(classes)]):
+        return None  # no names: the decision mapping says what is possible
+    kind = "texture" if set(classes) <= set(TEXTURES) else "other"
+    return (
+        f"the head of {getattr(info, 'spec', 'the model')} names {kind} classes ({', '.join(classes[:3])}, ...), "
+        f"not the shapes of the built-in cue-conflict set, so it makes no shape decisions: measure shape bias "
+        f"on a classifier trained on the built-in shape labels (classify/finetune with data.builtin_label=shape)"
     )
 
 

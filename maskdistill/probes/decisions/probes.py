@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+import numpy as np
 import pandas as pd
 
 from maskdistill.data.builtin_conflict import BuiltinCueConflict
+from maskdistill.probes.core.intervals import attach
 from maskdistill.probes.core.registry import ProbeResult, register
 from maskdistill.probes.decisions.context_reads import (
     batch_size_of,
@@ -26,11 +28,18 @@ from maskdistill.probes.decisions.context_reads import (
     stimulus_root,
 )
 from maskdistill.probes.decisions.evaluate import evaluate_stimuli
+from maskdistill.probes.decisions.intervals import (
+    accuracy_replicates,
+    condition_masks,
+    consistency_statistic,
+    shape_bias_replicates,
+)
 from maskdistill.probes.decisions.model_responses import ResponseRequest, model_responses
 from maskdistill.probes.decisions.needs import CUE_CONFLICT, HUMAN_RESPONSES, OOD_STIMULI
 from maskdistill.probes.decisions.ood_summary import (
     accuracy_table,
     dataset_accuracy,
+    drop_excluded,
     excluded_conditions,
     pairwise_consistency,
     summarise,
@@ -112,13 +121,24 @@ def shape_bias_probe(
         dropped="shape == texture images",
         **resp.attrs.get("decision_mapping", {}),
     )
-    return ProbeResult("shape_bias", name, _shape_bias_table(resp), meta)
+    table, arrays = _shape_bias_table(resp), {}
+    boot = getattr(ctx, "bootstrap", None)
+    if boot is not None:  # over the stimuli, in evaluation order (paired for models shown the same set)
+        cats = list(table.loc[table["metric"] == "shape_bias", "category"])
+        for metric, reps in shape_bias_replicates(resp, cats, boot).items():
+            attach(table, arrays, metric, reps, boot)
+        meta["bootstrap"] = boot.describe(len(resp), unit="stimulus")
+    return ProbeResult("shape_bias", name, table, meta, arrays)
 
 
 def _ood_meta(ctx: Any, resp: pd.DataFrame, ds: List[str], excluded: pd.DataFrame, **extra: Any) -> Dict[str, Any]:
     """What both OOD probes record: datasets, excluded conditions, images and the decision mapping."""
     mapping = resp.attrs.get("decision_mapping", {})
-    return result_meta(ctx, datasets=ds, excluded=excluded.to_dict("records"), images=len(resp), **extra, **mapping)
+    boot = getattr(ctx, "bootstrap", None)
+    if boot is not None:
+        extra["bootstrap"] = boot.describe(len(resp), unit="trial")
+    n = len(resp)
+    return result_meta(ctx, datasets=ds, excluded=excluded.to_dict("records"), images=n, n_images=n, **extra, **mapping)
 
 
 # (ctx, the model's responses, raw_data, max_per_class) -> the probe's result
@@ -166,7 +186,19 @@ def _ood_accuracy(ctx: Any, resp: pd.DataFrame, raw_data: Optional[str], max_per
     parts = [per_cond.assign(metric="accuracy"), per_ds.assign(condition="kept", metric="accuracy")]
     table = pd.concat(parts + [pd.DataFrame([overall])], ignore_index=True)
     meta = _ood_meta(ctx, resp, ds, excluded, max_per_class=max_per_class)
-    return ProbeResult("ood_accuracy", name, table, meta)
+    arrays: Dict[str, Any] = {}
+    boot = getattr(ctx, "bootstrap", None)
+    if boot is not None:  # over the trials: per row, and the mean over datasets of the kept accuracies
+        correct = (resp["object_response"] == resp["category"]).to_numpy(float)
+        kept = resp.index.isin(drop_excluded(resp, excluded).index)  # (n,) trials outside excluded conditions
+        rows = table.loc[table["metric"] == "accuracy"]
+        pooled = (rows["condition"] == "kept").to_numpy()  # the per-dataset rows
+        masks = condition_masks(resp, rows)
+        masks[:, pooled] &= kept[:, None]
+        reps = accuracy_replicates(correct, masks, boot)
+        attach(table, arrays, "accuracy", reps, boot)
+        attach(table, arrays, "ood_accuracy", reps[:, pooled].mean(axis=1), boot)
+    return ProbeResult("ood_accuracy", name, table, meta, arrays)
 
 
 def _consistency_table(
@@ -223,7 +255,14 @@ def _error_consistency_probe(
         trials="pairs use the trials both answered (partial stimulus copies are normal)",
         aggregation="mean over conditions, then humans, then datasets",
     )
-    return ProbeResult("error_consistency", name, _consistency_table(resp, humans, pairs, name, excluded), meta)
+    table, arrays = _consistency_table(resp, humans, pairs, name, excluded), {}
+    boot = getattr(ctx, "bootstrap", None)
+    if boot is not None:  # the model's summary row over its trials; the human baseline has no interval
+        rows = table.loc[table["metric"] == "error_consistency", "observer"].to_numpy()
+        stat = consistency_statistic(resp, drop_excluded(humans, excluded), boot.counts(len(resp)))
+        reps = np.where(rows[None, :] == name, stat[:, None], np.nan)
+        attach(table, arrays, "error_consistency", reps, boot)
+    return ProbeResult("error_consistency", name, table, meta, arrays)
 
 
 ood_accuracy = register("ood_accuracy", needs=("classifier", OOD_STIMULI), figure="Fig. 12")(_ood_probe(_ood_accuracy))

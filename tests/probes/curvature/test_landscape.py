@@ -195,12 +195,13 @@ def test_figures_from_saved_results(tmp_path):
 
 def test_probes_run_on_the_real_probe_context():
     from maskdistill.data.analysis_data import parse_data
+    from maskdistill.data.synthetic import SHAPES
     from maskdistill.models.spec import describe_model
     from maskdistill.probes.core.context import ProbeContext
     from maskdistill.probes.curvature.hessian import top_eigenvalues
 
     model = tiny_vit("rgb32", depth=1)
-    info = describe_model(model, "tiny", "tiny", overrides={"img_size": 32})
+    info = describe_model(model, "tiny", "tiny", overrides={"img_size": 32, "classes": list(SHAPES)})
     ctx = ProbeContext(
         "tiny", model, info, parse_data("builtin:val?size=32"), images=8, batch_size=8, label_smoothing=0.1
     )
