@@ -132,17 +132,14 @@ def _slightly(row: dict, claim: Claim, deltas: Dict[str, float]) -> None:
         )
 
 
+def _named(teacher: str, student: str, claim: Claim, **more: object) -> dict:
+    """The cells that name a row: the pair and the claim."""
+    named = dict(teacher=teacher, student=student, claim=claim.statement, figure=claim.figure, probe=claim.probe)
+    return dict(named, group=claim.group, **more)
+
+
 def _claim_row(teacher: str, student: str, claim: Claim, rt: ProbeResult, rs: ProbeResult, deltas: dict) -> dict:
-    row = dict(
-        teacher=teacher,
-        student=student,
-        claim=claim.statement,
-        figure=claim.figure,
-        probe=claim.probe,
-        group=claim.group,
-        images=_images(rt, rs),
-        interval="",
-    )
+    row = _named(teacher, student, claim, images=_images(rt, rs), interval="")
     if "of" in rt.meta and rt.meta.get("of") != rs.meta.get("of"):
         return dict(row, verdict=f"not comparable (of={rt.meta.get('of')} vs of={rs.meta.get('of')})")
     mt, ms = measure(rt, claim), measure(rs, claim)
@@ -196,17 +193,7 @@ def evaluate_pair(teacher: str, student: str, results: Results) -> pd.DataFrame:
         if rt is None and rs is None:
             continue
         if rt is None or rs is None:
-            rows.append(
-                dict(
-                    teacher=teacher,
-                    student=student,
-                    claim=c.statement,
-                    figure=c.figure,
-                    probe=c.probe,
-                    group=c.group,
-                    verdict=f"not measured (run {c.probe} on both models)",
-                )
-            )
+            rows.append(_named(teacher, student, c, verdict=f"not measured (run {c.probe} on both models)"))
             continue
         rows.append(_claim_row(teacher, student, c, rt, rs, deltas))
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -23,14 +23,9 @@ from maskdistill.probes.core.runner import run_analyze
 
 log = logging.getLogger(__name__)
 
-REPRESENTATION = (
-    "attention_distance",
-    "attention_entropy",
-    "attention_nmi",
-    "attention_map",
-    "feature_fourier",
-    "token_singular_values",
-    "image_singular_values",
+REPRESENTATION = tuple(
+    "attention_distance attention_entropy attention_nmi attention_map feature_fourier "
+    "token_singular_values image_singular_values".split()
 )
 FINETUNED = ("hessian_top_eigs", "hessian_trace", "loss_landscape_2d", "shape_bias")
 # 256 images: twice the demo models' width, so that the image-level spectrum keeps all 128 values.

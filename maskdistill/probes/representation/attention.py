@@ -29,7 +29,7 @@ from maskdistill.probes.representation.attention_accumulators import (
     MapRequest,
 )
 from maskdistill.probes.representation.attention_stats import patch_distances
-from maskdistill.probes.representation.layer_intervals import describe, head_spread_intervals, per_head_intervals
+from maskdistill.probes.representation.layer_intervals import LayerIntervals, describe
 
 HEAD_SPREAD = "attention_entropy_head_std"
 CONVENTIONS = (
@@ -75,9 +75,9 @@ def _with_intervals(
     """The table of ``rows`` with the intervals of each ``(metric, statistic, scale)`` from the
     per-image values of ``statistic`` (distance, entropy or nmi), and the replicates."""
     table, arrays = _table(rows), {}
-    boot = getattr(ctx, "bootstrap", None)
+    intervals = LayerIntervals(table, arrays, getattr(ctx, "bootstrap", None))
     for metric, stat, scale in metrics:
-        per_head_intervals(table, arrays, metric, att.per_image.get(stat), boot, scale)
+        intervals.per_head(metric, att.per_image.get(stat), scale)
     return table, arrays
 
 
@@ -117,7 +117,8 @@ def attention_entropy(ctx: Any) -> ProbeResult:
     )
     metrics = [("attention_entropy", "entropy", 1.0), ("attention_entropy_normalized", "entropy", 1.0 / math.log(n))]
     table, arrays = _with_intervals(ctx, att, rows, metrics)
-    head_spread_intervals(table, arrays, HEAD_SPREAD, att.per_image.get("entropy"), getattr(ctx, "bootstrap", None))
+    spread = LayerIntervals(table, arrays, getattr(ctx, "bootstrap", None))
+    spread.head_spread(HEAD_SPREAD, att.per_image.get("entropy"))
     meta = _meta(
         ctx,
         st,

@@ -3,7 +3,7 @@
 analysed images (:class:`maskdistill.probes.core.intervals.Bootstrap`), the same resamples for every
 model that saw the same images, so a pair's deltas are paired.
 
-Each function adds ``ci_low`` / ``ci_high`` to the rows of one metric and keeps its replicates
+Each method adds ``ci_low`` / ``ci_high`` to the rows of one metric and keeps its replicates
 (``bootstrap.<metric>``); with no bootstrap (``--bootstrap 0``) or no per-image values it does
 nothing, and the table keeps NaN intervals.
 """
@@ -17,52 +17,6 @@ import pandas as pd
 import torch
 
 from maskdistill.probes.core.intervals import Bootstrap, attach
-
-
-def per_head_intervals(
-    table: pd.DataFrame,
-    arrays: Dict[str, np.ndarray],
-    metric: str,
-    values: Optional[np.ndarray],
-    boot: Optional[Bootstrap],
-    scale: float = 1.0,
-) -> None:
-    """``values`` (images, depth, H): the rows of ``metric`` (per layer and head, layer-major) and of
-    ``<metric>_layer_mean`` (the mean over heads)."""
-    if boot is None or values is None:
-        return
-    v = values.astype(np.float64) * scale
-    reps = boot.means(v)  # (B, depth, H)
-    attach(table, arrays, metric, reps.reshape(boot.replicates, -1), boot)
-    attach(table, arrays, f"{metric}_layer_mean", reps.mean(-1), boot)
-
-
-def head_spread_intervals(
-    table: pd.DataFrame,
-    arrays: Dict[str, np.ndarray],
-    metric: str,
-    values: Optional[np.ndarray],
-    boot: Optional[Bootstrap],
-) -> None:
-    """The rows of ``metric`` (per layer: the standard deviation over heads of the per-head means,
-    Fig. 10's spread of entropy over heads) from ``values`` (images, depth, H)."""
-    if boot is None or values is None:
-        return
-    attach(table, arrays, metric, boot.means(values.astype(np.float64)).std(-1), boot)
-
-
-def layer_intervals(
-    table: pd.DataFrame,
-    arrays: Dict[str, np.ndarray],
-    metric: str,
-    values: Optional[np.ndarray],
-    boot: Optional[Bootstrap],
-    scale: float = 1.0,
-) -> None:
-    """``values`` (images, layers): the per-layer rows of ``metric`` (one per layer, in order)."""
-    if boot is None or values is None:
-        return
-    attach(table, arrays, metric, boot.means(values.astype(np.float64) * scale), boot)
 
 
 def spectrum_influence(x: np.ndarray, of: str) -> np.ndarray:
@@ -81,27 +35,56 @@ def spectrum_influence(x: np.ndarray, of: str) -> np.ndarray:
     return influence if of == "covariance" else 0.5 * influence
 
 
-def image_spectrum_intervals(
-    table: pd.DataFrame,
-    arrays: Dict[str, np.ndarray],
-    metric: str,
-    pooled: Optional[np.ndarray],
-    boot: Optional[Bootstrap],
-    of: str,
-) -> None:
-    """The per-layer rows of ``metric`` (mean of the kept relative log singular values of the
-    image-level spectrum, Figs. 5/6c) from the pooled tokens (images, layers, C). The spectrum is a
-    statistic of all images together; its bootstrap is taken to first order (the linearised
-    bootstrap: each replicate moves the value by the mean over its resample of the images'
-    influences, :func:`spectrum_influence`), which costs one eigendecomposition per layer instead
-    of one per replicate and layer."""
-    if boot is None or pooled is None:
-        return
-    rows = table[table.metric == metric]  # in table order, as attach() expects
-    x = pooled.astype(np.float64)
-    per_layer = [v + spectrum_influence(x[:, int(l)], of) for l, v in zip(rows["layer"], rows["value"])]
-    values = np.stack(per_layer, axis=1)  # (images, layers): per image the value plus its influence
-    attach(table, arrays, metric, boot.means(values), boot)
+class LayerIntervals:
+    """Adds intervals to one result's ``table`` and keeps the replicates in its ``arrays``, with the
+    bootstrap ``boot`` (None: ``--bootstrap 0``, nothing is added). Each method takes the per-image
+    values of one statistic (None: not kept, nothing is added)."""
+
+    def __init__(self, table: pd.DataFrame, arrays: Dict[str, np.ndarray], boot: Optional[Bootstrap]) -> None:
+        self.table, self.arrays, self.boot = table, arrays, boot
+
+    def _means(self, values: Optional[np.ndarray], scale: float = 1.0) -> Optional[np.ndarray]:
+        if self.boot is None or values is None:
+            return None
+        return self.boot.means(values.astype(np.float64) * scale)
+
+    def _attach(self, metric: str, reps: np.ndarray) -> None:
+        attach(self.table, self.arrays, metric, reps.reshape(reps.shape[0], -1), self.boot)
+
+    def per_layer(self, metric: str, values: Optional[np.ndarray], scale: float = 1.0) -> None:
+        """``values`` (images, layers): the per-layer rows of ``metric`` (one per layer, in order)."""
+        reps = self._means(values, scale)
+        if reps is not None:
+            self._attach(metric, reps)
+
+    def per_head(self, metric: str, values: Optional[np.ndarray], scale: float = 1.0) -> None:
+        """``values`` (images, depth, H): the rows of ``metric`` (per layer and head, layer-major) and
+        of ``<metric>_layer_mean`` (the mean over heads)."""
+        reps = self._means(values, scale)  # (B, depth, H)
+        if reps is not None:
+            self._attach(metric, reps)
+            self._attach(f"{metric}_layer_mean", reps.mean(-1))
+
+    def head_spread(self, metric: str, values: Optional[np.ndarray]) -> None:
+        """The rows of ``metric`` (per layer: the standard deviation over heads of the per-head means,
+        Fig. 10's spread of entropy over heads) from ``values`` (images, depth, H)."""
+        reps = self._means(values)
+        if reps is not None:
+            self._attach(metric, reps.std(-1))
+
+    def image_spectrum(self, metric: str, pooled: Optional[np.ndarray], of: str) -> None:
+        """The per-layer rows of ``metric`` (mean of the kept relative log singular values of the
+        image-level spectrum, Figs. 5/6c) from the pooled tokens (images, layers, C). The spectrum is
+        a statistic of all images together; its bootstrap is taken to first order (the linearised
+        bootstrap: each replicate moves the value by the mean over its resample of the images'
+        influences, :func:`spectrum_influence`), which costs one eigendecomposition per layer
+        instead of one per replicate and layer."""
+        if self.boot is None or pooled is None:
+            return
+        rows = self.table[self.table.metric == metric]  # in table order, as attach() expects
+        x = pooled.astype(np.float64)
+        per_layer = [v + spectrum_influence(x[:, int(l)], of) for l, v in zip(rows["layer"], rows["value"])]
+        self.per_layer(metric, np.stack(per_layer, axis=1))  # per image: the value plus its influence
 
 
 def describe(boot: Optional[Bootstrap], n_images: int) -> Dict[str, Any]:
@@ -115,11 +98,4 @@ def describe(boot: Optional[Bootstrap], n_images: int) -> Dict[str, Any]:
     }
 
 
-__all__ = [
-    "describe",
-    "head_spread_intervals",
-    "image_spectrum_intervals",
-    "spectrum_influence",
-    "layer_intervals",
-    "per_head_intervals",
-]
+__all__ = ["LayerIntervals", "describe", "spectrum_influence"]

@@ -22,7 +22,7 @@ import pandas as pd
 from maskdistill.probes.core.registry import ProbeResult, register
 from maskdistill.probes.core.shared_pass import SharedStats
 from maskdistill.probes.representation.feature_spectra import SPECTRUM_OF
-from maskdistill.probes.representation.layer_intervals import describe, image_spectrum_intervals, layer_intervals
+from maskdistill.probes.representation.layer_intervals import LayerIntervals, describe
 from maskdistill.probes.representation.token_accumulators import FOURIER, IMAGE_SPECTRUM, TOKEN_SPECTRUM
 
 HIGH_FREQ = "high_freq_relative_log_amplitude"
@@ -66,7 +66,7 @@ def feature_fourier(ctx: Any) -> ProbeResult:
     rel = mean - mean[:, :1]
     table = _table(_curve_rows(rel, "relative_log_amplitude", HIGH_FREQ, rel[:, -1]))
     arrays = {"relative_log_amplitude": rel}
-    layer_intervals(table, arrays, HIGH_FREQ, curves.per_image, getattr(ctx, "bootstrap", None))
+    LayerIntervals(table, arrays, getattr(ctx, "bootstrap", None)).per_layer(HIGH_FREQ, curves.per_image)
     return ProbeResult(
         "feature_fourier",
         ctx.name,
@@ -127,7 +127,7 @@ def token_singular_values(ctx: Any, of: str = "covariance") -> ProbeResult:
     curves, scale = st.group(TOKEN_SPECTRUM), (2.0 if of == "covariance" else 1.0)
     rel = (curves.sums / st.n_images).numpy() * scale  # (depth + 1, K)
     table, arrays = _spectrum_table(rel)
-    layer_intervals(table, arrays, MEAN_SV, curves.per_image, getattr(ctx, "bootstrap", None), scale)
+    LayerIntervals(table, arrays, getattr(ctx, "bootstrap", None)).per_layer(MEAN_SV, curves.per_image, scale)
     level = "token: per image, N patch tokens centred over tokens; mean over images"
     return _spectrum_result(ctx, st, "token_singular_values", rel, of, level, table, arrays)
 
@@ -141,7 +141,7 @@ def image_singular_values(ctx: Any, of: str = "covariance") -> ProbeResult:
     spectra = st.group(IMAGE_SPECTRUM)
     rel = np.stack([acc.spectrum(of).cpu().numpy() for acc in spectra.layers])  # (depth + 1, K)
     table, arrays = _spectrum_table(rel)
-    image_spectrum_intervals(table, arrays, MEAN_SV, spectra.pooled, getattr(ctx, "bootstrap", None), of)
+    LayerIntervals(table, arrays, getattr(ctx, "bootstrap", None)).image_spectrum(MEAN_SV, spectra.pooled, of)
     level = "image: global-average-pooled patch tokens of all images, centred over images"
     return _spectrum_result(ctx, st, "image_singular_values", rel, of, level, table, arrays)
 
