@@ -87,5 +87,5 @@ def test_nan_before_any_checkpoint_through_the_cli(tmp_path, tiny_overrides, hoo
     hook_forward(_break_at(1, "nan"))
     assert main(["pretrain", "demo", *tiny_overrides, "--out", str(run)]) == 1  # a run that stopped, not a usage error
     err = capsys.readouterr().err
-    assert "maskdistill: stopped:" in err and "step 1" in err and "none yet" in err
+    assert "maskdistill: stopped:" in err and "step 1" in err and "Last verified checkpoint: none" in err
     assert not list((run / "checkpoints").glob("step_*")) if (run / "checkpoints").exists() else True

@@ -1,0 +1,43 @@
+"""The end of a run stopped by a signal (``train/signals.py``): the loop has finished the step and
+written its checkpoint; the main process records the stop in ``<run>/stopped.json`` (the signal, the
+step, the checkpoint: what a batch script reads to decide on requeueing, whatever exit code a
+launcher such as torchrun reports), every process waits for it, and the command exits with the
+resumable code."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from maskdistill.errors import Interrupted
+from maskdistill.train.distributed import barrier
+
+STOPPED = "stopped.json"
+
+
+def stop_gracefully(lp: Any, done: int) -> None:
+    """Raise :class:`~maskdistill.errors.Interrupted` for the ``LoopRun`` ``lp`` stopped after step
+    ``done`` (its checkpoint is written)."""
+    req = lp.stop_request
+    name = req.name if req is not None and req.signum is not None else "a stop signal (on another process)"
+    run_dir = Path(lp.job.run_dir)
+    if lp.dist.main:
+        record = {"signal": name, "step": done, "total_steps": lp.plan[1], "checkpoint": str(lp.ck_dir)}
+        (run_dir / STOPPED).write_text(json.dumps(dict(record, time=time.time()), indent=1))
+    barrier(lp.dist)
+    raise Interrupted(
+        f"{name} received: stopped after step {done} of {lp.stop} with a checkpoint at that step "
+        f"({run_dir / 'checkpoints' / f'step_{done:08d}'}); run the same command with --resume to continue.",
+        getattr(req, "signum", None) or 15,
+        resumable=True,
+    )
+
+
+def clear_stopped(run_dir: str | Path) -> None:
+    """A run that starts or resumes is no longer stopped."""
+    (Path(run_dir) / STOPPED).unlink(missing_ok=True)
+
+
+__all__ = ["STOPPED", "stop_gracefully", "clear_stopped"]
