@@ -7,6 +7,7 @@ resumable code."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,18 @@ from typing import Any
 from maskdistill.errors import Interrupted
 from maskdistill.train.distributed import barrier
 
+log = logging.getLogger(__name__)
+
 STOPPED = "stopped.json"
+
+
+def announce(lp: Any, done: int) -> None:
+    """Log, once, that the loop stops after step ``done`` (the signal handler itself only records)."""
+    req = lp.stop_request
+    name = req.name if req is not None and req.signum is not None else "a stop signal (on another process)"
+    if lp.dist.main:
+        again = " (Ctrl-C again stops at once, without one)" if name == "SIGINT" else ""
+        log.warning("%s received: writing a checkpoint at step %d, then stopping%s", name, done, again)
 
 
 def stop_gracefully(lp: Any, done: int) -> None:
@@ -40,4 +52,4 @@ def clear_stopped(run_dir: str | Path) -> None:
     (Path(run_dir) / STOPPED).unlink(missing_ok=True)
 
 
-__all__ = ["STOPPED", "stop_gracefully", "clear_stopped"]
+__all__ = ["STOPPED", "announce", "stop_gracefully", "clear_stopped"]

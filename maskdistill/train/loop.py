@@ -27,7 +27,7 @@ from maskdistill.runs.checkpoint import save_checkpoint
 from maskdistill.runs.verify import newest_verified
 from maskdistill.train.callbacks import due
 from maskdistill.train.distributed import Dist, sum_across
-from maskdistill.train.graceful import stop_gracefully
+from maskdistill.train.graceful import announce, stop_gracefully
 from maskdistill.train.job import Job
 from maskdistill.train.loop_setup import LoopRun, open_loop
 from maskdistill.train.optim import cosine_lr, set_lr
@@ -221,8 +221,11 @@ def _run(job: Job, device: torch.device, dist: Dist, resume: bool, stop_request:
             if _eval_due(lp, step + 1):
                 _evaluate(lp, step + 1)
             _log_progress(lp, step + 1)
-            _checkpoint(lp, step + 1, now=lp.stopping)
-            if lp.stopping and step + 1 < lp.stop:
+            early = lp.stopping and step + 1 < lp.stop
+            if early:
+                announce(lp, step + 1)
+            _checkpoint(lp, step + 1, now=early)
+            if early:
                 stop_gracefully(lp, step + 1)
         for cb in lp.callbacks:
             cb.on_train_end(lp.state)

@@ -14,15 +14,12 @@ the command with one line and exit 128 + the signal number, without a traceback.
 from __future__ import annotations
 
 import contextlib
-import logging
 import signal
 import threading
 from types import FrameType
 from typing import Callable, Dict, Iterator, Optional
 
 from maskdistill.errors import Interrupted
-
-log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 Handler = Callable[[int, Optional[FrameType]], None]
@@ -62,16 +59,13 @@ class StopRequest:
         return signal_name(self.signum) if self.signum is not None else ""
 
     def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
+        # Record only: the handler runs between two bytecodes of the main thread, which may be inside
+        # a write to stderr; logging from here would re-enter it. The loop says what it does.
         if self.signum is not None:
             if signum == signal.SIGINT:  # Ctrl-C again: the user does not want to wait
                 raise KeyboardInterrupt
             return
         self.signum = signum
-        log.warning(
-            "%s received: finishing this step, writing a checkpoint, then stopping%s",
-            signal_name(signum),
-            " (Ctrl-C again stops at once, without one)" if signum == signal.SIGINT else "",
-        )
 
     def __enter__(self) -> "StopRequest":
         self._ctx = _handlers(self._handle)
