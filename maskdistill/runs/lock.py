@@ -52,6 +52,15 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
 
 
+def _command() -> str:
+    """This process's command line as the user typed it (``python -m maskdistill`` shows as maskdistill)."""
+    argv = list(sys.argv)
+    if argv and "maskdistill" in Path(argv[0]).parts + (Path(argv[0]).name,):
+        argv[0] = "maskdistill"
+    text = " ".join(argv)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def _holder(path: Path) -> Dict[str, Any]:
     try:
         return json.loads(path.read_text() or "{}")
@@ -133,7 +142,7 @@ def acquire(run_dir: str | Path) -> RunLock:
         os.close(fd)
     if previous.get("pid") not in (None, os.getpid()):
         log.info("taking over the lock of %s, which no longer runs", _describe(previous))
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "command": " ".join(sys.argv)}
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "command": _command()}
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(me).encode(), 0)
     lock = RunLock(path, fd)
