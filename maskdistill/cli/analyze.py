@@ -81,14 +81,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a probe parameter, e.g. token_singular_values.of=features (repeat)",
     )
     a.add_argument("--workers", type=int, default=None, help="data-loading workers (default: 0 on CPU)")
+    a.add_argument(
+        "--max-unreadable-share",
+        type=float,
+        default=None,
+        help="unreadable images of a folder are skipped (and listed) up to this share of those examined (default 0.05)",
+    )
     a.add_argument("--no-report", action="store_true", help="skip figures and report.html")
     a.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from maskdistill.probes.core.runner import run_analyze
+    from maskdistill.train.signals import interrupt_on_signals
 
     setup_logging()
+    kept = f"The models finished before are saved in {args.out} (analyze.json); run the command again for the rest."
+    with interrupt_on_signals(kept):
+        return _analyze(args)
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from maskdistill.probes.core.runner import run_analyze
+
     paths = run_analyze(
         parse_models(args.model),
         args.data,
@@ -101,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         pairs=[parse_pair(p, "--pair", "clip=md") for p in args.pair],
         params=parse_params(args.param),
         workers=args.workers,
+        max_unreadable_share=args.max_unreadable_share,
     )
     report = ""
     if not args.no_report:
