@@ -165,8 +165,8 @@ def run_analyze(
     max_unreadable_share: Optional[float] = None,
 ) -> List[Path]:
     """Run the probes on every model; returns the CSV paths written. The report is built apart
-    (:func:`maskdistill.report.build_report`), from the files alone. Unreadable images of a folder
-    are skipped up to ``max_unreadable_share`` of those examined (None: the data's default)."""
+    (:func:`maskdistill.report.build_report`), from the files alone; ``max_unreadable_share``: see
+    ``data/readable.py`` (None: the data's default)."""
     if not models:
         raise ValueError("give at least one model: --model NAME=SPEC (e.g. deit=timm:deit_small_patch16_224).")
     if images < 1 or batch_size < 1:
@@ -177,8 +177,7 @@ def run_analyze(
     manifest = read_manifest(out)
     check_names(models, pairs, known=list(manifest["models"]))
     ds = parse_data(data) if isinstance(data, str) else data
-    if max_unreadable_share is not None:
-        ds.max_unreadable_share = float(max_unreadable_share)
+    ds.max_unreadable_share = ds.max_unreadable_share if max_unreadable_share is None else max_unreadable_share
     dev = resolve_device(device)
     written: List[Path] = []
     for name, spec in models.items():
