@@ -149,6 +149,12 @@ def _manifest_entry(
     }
 
 
+def _add_pairs(manifest: Dict[str, Any], pairs: Sequence[Tuple[str, str]]) -> None:
+    for t, s in pairs:
+        if [t, s] not in manifest["pairs"]:
+            manifest["pairs"].append([t, s])
+
+
 def run_analyze(
     models: Mapping[str, str],
     data: str | AnalysisData,
@@ -164,9 +170,8 @@ def run_analyze(
     progress: bool = True,
     max_unreadable_share: Optional[float] = None,
 ) -> List[Path]:
-    """Run the probes on every model; returns the CSV paths written. The report is built apart
-    (:func:`maskdistill.report.build_report`), from the files alone; ``max_unreadable_share``: see
-    ``data/readable.py`` (None: the data's default)."""
+    """Run the probes on every model; returns the CSV paths written (the report is built apart, from
+    the files alone: :func:`maskdistill.report.build_report`). Unreadable images: data/readable.py."""
     if not models:
         raise ValueError("give at least one model: --model NAME=SPEC (e.g. deit=timm:deit_small_patch16_224).")
     if images < 1 or batch_size < 1:
@@ -206,9 +211,7 @@ def run_analyze(
         gc.collect()
         if dev.type == "cuda":
             torch.cuda.empty_cache()
-    for t, s in pairs:
-        if [t, s] not in manifest["pairs"]:
-            manifest["pairs"].append([t, s])
+    _add_pairs(manifest, pairs)
     write_json(out / MANIFEST, manifest)
     return written
 
