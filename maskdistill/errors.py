@@ -27,10 +27,12 @@ class RunStopped(RuntimeError):
     """A run stopped on bad data or a non-finite loss; what was saved before is kept."""
 
 
-class Interrupted(RuntimeError):
-    """A signal stopped the command. ``resumable``: a checkpoint at the current step was written and
-    ``--resume`` continues the run (exit :data:`RESUMABLE`); otherwise the exit code is 128 + the
-    signal number, as a shell reports a process killed by it."""
+class Interrupted(BaseException):
+    """A signal stopped the command. ``resumable``: a checkpoint at the current step was written
+    and ``--resume`` continues the run (exit :data:`RESUMABLE`); otherwise the exit code is 128 +
+    the signal number, as a shell reports a process killed by it. A ``BaseException``, as
+    ``KeyboardInterrupt`` is: code that catches ``Exception`` to go on after a failure (a probe
+    that raised) must not swallow it."""
 
     def __init__(self, message: str, signum: int, resumable: bool) -> None:
         super().__init__(message)

@@ -30,6 +30,7 @@ from typing import List, Optional
 
 from maskdistill.cli import analyze, classify, decisions, demo, finetune, pretrain, report, sweep, tokenizer
 from maskdistill.cli.failures import classify_failure
+from maskdistill.errors import Interrupted
 
 # Every command, in the order of ``maskdistill --help``. Each module has ``register(subparsers)``
 # (its parser, with ``set_defaults(func=run)``) and ``run(args) -> int``; a module imports its
@@ -52,7 +53,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)  # a command-line mistake: argparse exits 2 itself
     try:
         return int(args.func(args) or 0)
-    except (Exception, KeyboardInterrupt) as exc:
+    except (Exception, KeyboardInterrupt, Interrupted) as exc:
         failure = classify_failure(exc)
         if failure is None:
             raise

@@ -144,7 +144,8 @@ def _manifest_entry(
         "failed": dict(failed),
         "seconds": round(seconds, 2),
         "images_per_second_shared_pass": speed,
-        "unreadable_images": list(getattr(ctx.memo.get("dataset"), "unreadable", [])),
+        "unreadable_images": list(getattr(ctx.memo.get("dataset"), "unreadable", []))
+        + list(ctx.memo.get("unreadable_stimuli", [])),
         "finished": _dt.datetime.now().isoformat(timespec="seconds"),
     }
 
