@@ -110,3 +110,45 @@ def test_ctrl_c_ends_with_one_line_and_a_resumable_checkpoint(tmp_path, tiny_ove
     pretrain(make_cfg(*COMMON), run, resume=True)
     assert_same_losses(uninterrupted, run)
     assert step < 40
+
+
+# Rank 1 alone is signalled, during the forward of step 3; rank 0 learns of it in that step's all-reduce.
+DDP_SCRIPT = """
+import os, signal, sys
+from maskdistill.cli import main
+from maskdistill.distill.distiller import MaskedDistiller
+calls, original = [0], MaskedDistiller.forward
+def forward(self, *args, **kwargs):
+    calls[0] += 1
+    if os.environ.get("RANK") == "1" and calls[0] == 3:
+        os.kill(os.getpid(), signal.SIGUSR1)
+    return original(self, *args, **kwargs)
+MaskedDistiller.forward = forward
+sys.exit(main(["pretrain", "demo", *sys.argv[2:], "--out", sys.argv[1]]))
+"""
+
+
+@pytest.mark.slow
+def test_under_ddp_all_ranks_stop_after_the_same_step(tmp_path, tiny_overrides, make_cfg):
+    import socket
+
+    script = tmp_path / "stop_job.py"
+    script.write_text(DDP_SCRIPT)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(REPO), MASTER_ADDR="127.0.0.1", OMP_NUM_THREADS="1")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT"):
+        env.pop(k, None)
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2"]
+    cmd += ["--master_addr=127.0.0.1", f"--master_port={port}", str(script), str(run), *tiny_overrides, *COMMON]
+    proc = subprocess.run(cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0  # torchrun reports a failure of its own; stopped.json tells the story
+    assert proc.stderr.count("maskdistill: interrupted:") == 2, proc.stderr[-3000:]  # one line per rank
+    assert f'File "{REPO / "maskdistill"}' not in proc.stderr  # torchrun's own traceback only
+    assert json.loads((run / "stopped.json").read_text())["step"] == 3
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step_00000003"
+    assert [r["step"] for r in rows(run)] == [1, 2, 3]
+    summary = pretrain(make_cfg(*COMMON), run, resume=True)  # one process continues the run
+    assert summary["steps_run"] == 37 and [r["step"] for r in rows(run)] == list(range(1, 41))
