@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 LATEST = "latest"
 CHECKSUMS = "checksums.json"
-REQUIRED = ("meta.json", "model.safetensors")
+REQUIRED = ("meta.json",)  # and model.safetensors in a step_* folder (a run's best/ holds the backbone only)
 
 # (folder, its files' names, sizes and mtimes) -> problem or None: a run's checkpoint is resolved
 # several times (folder check, restore, error messages); hash each unchanged folder once.
@@ -63,13 +63,17 @@ def checkpoint_problem(ck: Path) -> Optional[str]:
     return _cache[key]
 
 
+def _required(ck: Path) -> Tuple[str, ...]:
+    return REQUIRED + (("model.safetensors",) if ck.name.startswith("step_") else ())
+
+
 def _check_sums(ck: Path) -> Optional[str]:
     try:
         files = json.loads((ck / CHECKSUMS).read_text())["files"]
         recorded = {name: (int(v["bytes"]), str(v["sha256"])) for name, v in files.items()}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         return f"{ck / CHECKSUMS} is unreadable ({type(e).__name__}: {e})"
-    for name in REQUIRED:
+    for name in _required(ck):
         if name not in recorded:
             return f"{ck / name} is missing"
     for name, (size, digest) in recorded.items():
@@ -87,7 +91,7 @@ def _check_structure(ck: Path) -> Optional[str]:
     """A checkpoint without checksums: its JSON must parse and its safetensors headers must read."""
     from safetensors import safe_open
 
-    for name in REQUIRED:
+    for name in _required(ck):
         if not (ck / name).is_file():
             return f"{ck / name} is missing"
     try:
