@@ -104,7 +104,7 @@ def _try_flock(fd: int) -> Optional[bool]:
     except BlockingIOError:
         return False
     except OSError as e:
-        if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+        if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.EBADF):
             return None
         raise
 
@@ -114,7 +114,10 @@ def check_unlocked(run_dir: str | Path) -> None:
     path = (Path(run_dir) / LOCK).absolute()
     if str(path) in _held or not path.is_file():
         return
-    fd = os.open(path, os.O_RDONLY)
+    try:  # read-write: NFS emulates flock with byte-range locks, whose exclusive kind needs it
+        fd = os.open(path, os.O_RDWR)
+    except PermissionError:
+        fd = os.open(path, os.O_RDONLY)
     try:
         got = _try_flock(fd)
         if got is False or (got is None and _pid_alive(_holder(path))):
