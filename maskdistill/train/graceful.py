@@ -20,10 +20,14 @@ log = logging.getLogger(__name__)
 STOPPED = "stopped.json"
 
 
+def _name(lp: Any) -> str:
+    req = lp.stop_request
+    return req.name if req is not None and req.signum is not None else "a stop signal (on another process)"
+
+
 def announce(lp: Any, done: int) -> None:
     """Log, once, that the loop stops after step ``done`` (the signal handler itself only records)."""
-    req = lp.stop_request
-    name = req.name if req is not None and req.signum is not None else "a stop signal (on another process)"
+    name = _name(lp)
     if lp.dist.main:
         again = " (Ctrl-C again stops at once, without one)" if name == "SIGINT" else ""
         log.warning("%s received: writing a checkpoint at step %d, then stopping%s", name, done, again)
@@ -32,8 +36,7 @@ def announce(lp: Any, done: int) -> None:
 def stop_gracefully(lp: Any, done: int) -> None:
     """Raise :class:`~maskdistill.errors.Interrupted` for the ``LoopRun`` ``lp`` stopped after step
     ``done`` (its checkpoint is written)."""
-    req = lp.stop_request
-    name = req.name if req is not None and req.signum is not None else "a stop signal (on another process)"
+    req, name = lp.stop_request, _name(lp)
     run_dir = Path(lp.job.run_dir)
     if lp.dist.main:
         record = {"signal": name, "step": done, "total_steps": lp.plan[1], "checkpoint": str(lp.ck_dir)}
