@@ -152,3 +152,39 @@ def test_under_ddp_all_ranks_stop_after_the_same_step(tmp_path, tiny_overrides, 
     assert [r["step"] for r in rows(run)] == [1, 2, 3]
     summary = pretrain(make_cfg(*COMMON), run, resume=True)  # one process continues the run
     assert summary["steps_run"] == 37 and [r["step"] for r in rows(run)] == list(range(1, 41))
+
+
+def test_a_sweep_stopped_by_a_signal_resumes_to_the_same_table(tmp_path, vit_file, monkeypatch):
+    """SIGTERM during the second run of a sweep: the first stays finished, the second stops after
+    its step with a checkpoint (exit 75 from the CLI); the same sweep again resumes it and gives the
+    table of a sweep that was never stopped."""
+    from helpers.finetune import TINY as FT_TINY
+    from helpers.finetune import vit_spec
+    from maskdistill.errors import Interrupted
+    from maskdistill.train.finetune import FinetuneTask
+    from maskdistill.train.sweep import run_sweep
+
+    over = [*FT_TINY, *[o for o in vit_spec(Path("x")) if o.startswith("model.kwargs")]]
+    models = {"vit": f"timm:vit_small_patch16_224@{vit_file}"}
+    want = run_sweep("lr", "demo", models, tmp_path / "uninterrupted", ["1e-4", "3e-3"], over)
+
+    calls, original = [0], FinetuneTask.forward
+
+    def forward(self, *args, **kwargs):
+        calls[0] += 1 if self.training else 0
+        if self.training and calls[0] == 8:  # the second run's second step (6 steps per run)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(FinetuneTask, "forward", forward)
+    out = tmp_path / "sweep"
+    with pytest.raises(Interrupted) as err:
+        run_sweep("lr", "demo", models, out, ["1e-4", "3e-3"], over)
+    assert err.value.resumable and "SIGTERM received: stopped after step 2 of 6" in str(err.value)
+    second = out / "vit" / "lr_0.003"
+    assert json.loads((second / "stopped.json").read_text())["step"] == 2
+    monkeypatch.setattr(FinetuneTask, "forward", original)
+    got = run_sweep("lr", "demo", models, out, ["1e-4", "3e-3"], over)
+    assert not (second / "stopped.json").exists()
+    pd_cols = ["value", "top1", "top5", "best_top1", "epochs"]
+    assert got[pd_cols].equals(want[pd_cols])
