@@ -9,7 +9,7 @@ the same pre-made batches through a DataLoader, so augmentation cost is left out
 time is (time for W+N steps - time for W steps) / N, which cancels set-up and warm-up.
 
     python benchmarks/finetune_step.py --device cuda --model vit_base_patch16_224 --batch 64
-    python benchmarks/finetune_step.py --tiny            # CPU smoke run
+    python benchmarks/finetune_step.py                   # on a CPU machine: a small ViT at 64 px, batch 16
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from maskdistill.train.finetune_config import FinetuneConfig
 from maskdistill.train.job import Job
 from maskdistill.train.layer_decay import layer_decay_groups
 from maskdistill.train.loop import autocast_for, run
+from sizing import add_size_args, resolve_size
 
 TINY_KW = dict(img_size=64, patch_size=8, embed_dim=192, depth=4, num_heads=3)
 
@@ -104,16 +105,13 @@ def plain(arch: str, kw: Dict, data: Batches, batch: int, steps: int, device: to
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_size_args(ap, gpu_batch=64, cpu_batch=16)
     ap.add_argument("--model", default="vit_base_patch16_224")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the median ratio is reported")
     ap.add_argument("--ema", action="store_true")
-    ap.add_argument("--tiny", action="store_true", help="a small ViT at 64 px for a CPU smoke run")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
+    resolve_size(args, gpu_batch=64, cpu_batch=16)
     logging.basicConfig(level=logging.WARNING)
     device = torch.device(args.device)
     kw = dict(TINY_KW) if args.tiny else {}

@@ -7,8 +7,8 @@ the whitening, the decoder and the masked loss; the target ratio is <= 1.45.
     # the paper's setting on a GPU: ViT-B/16 teacher, BEiT ViT-B/16 student (shared relative
     # position bias, layer scale 0.1), batch 256, bf16, blockwise masks
     python benchmarks/md_step.py --device cuda --batch 256 --compile --attention timm,flex
-    # CPU smoke run (tiny models)
-    python benchmarks/md_step.py --tiny
+    # without arguments: the setting above with CUDA; on a CPU machine tiny models at batch 32
+    python benchmarks/md_step.py
 
 Teachers are built without weights (speed does not depend on them; nothing is downloaded).
 Prints a table and, with --json, writes the measurements.
@@ -34,6 +34,7 @@ from maskdistill.train.classify import Classifier
 from maskdistill.train.loop import autocast_for
 from maskdistill.train.optim import build_optimizer
 from maskdistill.train.pretrain import build_distiller, mask_generator
+from sizing import add_size_args, resolve_size
 
 # A 4-block, 192-wide student of ViT-Ti/16, 26 of its 64 patches masked (also the tokenizer benchmark's).
 TINY_STUDENT = [
@@ -98,18 +99,15 @@ def make_step(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=5)
+    add_size_args(ap, gpu_batch=256, cpu_batch=32)
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--attention", default="timm", help="comma list of timm,flex")
     ap.add_argument("--sdpa", default="default", help="comma list of SDPA backends: default,cudnn,efficient")
     ap.add_argument("--preset", default="vit_b16_clip")
     ap.add_argument("--set", nargs="*", default=[], help="extra config overrides")
-    ap.add_argument("--tiny", action="store_true", help="tiny models for a CPU smoke run")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
+    resolve_size(args, gpu_batch=256, cpu_batch=32)
     device = torch.device(args.device)
     overrides = (TINY if args.tiny else []) + list(args.set)
     cfg = load_config(args.preset, overrides)

@@ -114,9 +114,9 @@ def peak_memory(args: argparse.Namespace, device: torch.device, batches: int) ->
 def main(argv: List[str] | None = None) -> Dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto")
-    p.add_argument("--model", default="vit_base_patch16_224")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
+    p.add_argument("--model", default=None, help="default vit_base_patch16_224 on CUDA, vit_small_patch16_224 on CPU")
+    p.add_argument("--batch-size", type=int, default=None, help="default 64 on CUDA, 16 on CPU")
+    p.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="default bf16 on CUDA, fp32 on CPU")
     p.add_argument("--batches", type=int, default=3, help="batches per timed run")
     p.add_argument("--repeats", type=int, default=5, help="alternating plain/statistics runs (median)")
     p.add_argument("--memory-batches", default="2,8", help="image counts (in batches) for the memory check")
@@ -124,6 +124,10 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     p.add_argument("--_rss-run", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    cpu = device.type == "cpu"  # without arguments: the second example of the docstring on a CPU machine
+    args.model = args.model or ("vit_small_patch16_224" if cpu else "vit_base_patch16_224")
+    args.batch_size = args.batch_size or (16 if cpu else 64)
+    args.dtype = args.dtype or ("fp32" if cpu else "bf16")
     if args._rss_run:  # subprocess of the CPU memory check: run, print peak RSS in MiB
         model, x = build(args, device)
         stats(model, BenchContext(model, x, args._rss_run, DTYPES[args.dtype]))

@@ -10,8 +10,8 @@ times both target-side forwards alone, so the difference can be attributed.
 
     # the paper's setting on a GPU: CLIP ViT-B/16 teacher vs the VQ-KD tokenizer of Table 1
     python benchmarks/tokenizer.py --device cuda --batch 256 --compile
-    # CPU smoke run (tiny models)
-    python benchmarks/tokenizer.py --tiny
+    # without arguments: the setting above with CUDA; on a CPU machine tiny models at batch 32
+    python benchmarks/tokenizer.py
 
 Teacher and tokenizer are built without trained weights (speed does not depend on them; nothing
 is downloaded). Prints a table and, with --json, writes the measurements.
@@ -40,6 +40,7 @@ from maskdistill.train.loop import autocast_for
 from maskdistill.train.pretrain import build_distiller, mask_generator
 from maskdistill.train.vqkd import TokenizerConfig
 from md_step import TINY_STUDENT, make_step
+from sizing import add_size_args, resolve_size
 
 # 128 px, patch 16 (8x8 grid): a 4-block student; teacher ViT-Ti/16 (12 blocks, width 192); the
 # tokenizer's encoder the same ViT-Ti/16 shape, codebook 8192 x 32.
@@ -98,18 +99,15 @@ def forward_only(module: nn.Module, x: torch.Tensor, device: torch.device):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=5)
+    add_size_args(ap, gpu_batch=256, cpu_batch=32)
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--preset", default="vit_b16_clip")
     ap.add_argument("--tokenizer", default="vqkd_b16_clip", help="tokenizer preset")
     ap.add_argument("--set", nargs="*", default=[], help="extra pre-training config overrides")
-    ap.add_argument("--tiny", action="store_true", help="tiny models for a CPU smoke run")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default)")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
+    resolve_size(args, gpu_batch=256, cpu_batch=32)
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)

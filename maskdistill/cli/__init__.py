@@ -12,8 +12,14 @@ exit codes:
      message names the problem and the fix.
   1  a run that stopped on purpose (maskdistill RunStopped: a NaN/inf loss, too many corrupt
      images): "maskdistill: stopped: <message>"; the checkpoints saved before are kept.
-  1  anything else (a bug, CUDA out of memory, a full disk, a ValueError raised inside torch or
-     timm): the exception propagates with its traceback, which is what helps to find it.
+  1  a full disk or a quota (one line naming the file, what is kept and the fix; a permission
+     denied or a read-only folder exits 2).
+  75 a training run stopped by SIGTERM, SIGINT (Ctrl-C) or SIGUSR1 after finishing its step and
+     writing a checkpoint at it: "maskdistill: interrupted: ..."; --resume continues it exactly.
+     A command that cannot resume (analyze) exits 128 + the signal number; a second Ctrl-C, or
+     one before training started, exits 130.
+  1  anything else (a bug, CUDA out of memory, a ValueError raised inside torch or timm): the
+     exception propagates with its traceback, which is what helps to find it.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from maskdistill.cli import (
     tokenizer,
 )
 from maskdistill.cli.failures import classify_failure
+from maskdistill.errors import Interrupted
 
 # Every command, in the order of ``maskdistill --help``. Each module has ``register(subparsers)``
 # (its parser, with ``set_defaults(func=run)``) and ``run(args) -> int``; a module imports its
@@ -58,7 +65,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)  # a command-line mistake: argparse exits 2 itself
     try:
         return int(args.func(args) or 0)
-    except Exception as exc:
+    except (Exception, KeyboardInterrupt, Interrupted) as exc:
         failure = classify_failure(exc)
         if failure is None:
             raise

@@ -108,14 +108,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="map data labels onto a head by class name (default), or state folder k = output k",
     )
     a.add_argument("--workers", type=int, default=None, help="data-loading workers (default: 0 on CPU)")
+    a.add_argument(
+        "--max-unreadable-share",
+        type=float,
+        default=None,
+        help="unreadable images of a folder are skipped (and listed) up to this share of those examined (default 0.05)",
+    )
     a.add_argument("--no-report", action="store_true", help="skip figures and report.html")
     a.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from maskdistill.probes.core.runner import run_analyze
+    from maskdistill.train.signals import interrupt_on_signals
 
     setup_logging()
+    kept = f"The models finished before are saved in {args.out} (analyze.json); run the command again for the rest."
+    with interrupt_on_signals(kept):
+        return _analyze(args)
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from maskdistill.probes.core.runner import run_analyze
+
     labels, param_items = label_mode(args.labels, args.param)
     paths = run_analyze(
         parse_models(args.model),
@@ -131,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         bootstrap=args.bootstrap,
         labels=labels,
+        max_unreadable_share=args.max_unreadable_share,
     )
     report = ""
     if not args.no_report:

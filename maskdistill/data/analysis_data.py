@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from maskdistill.data.folder import ImageFolder
+from maskdistill.data.readable import DEFAULT_MAX_SHARE, readable_subset
 from maskdistill.data.synthetic import SPLITS, ShapesTextures
 
 BUILTIN_ALIASES = {"cue_conflict": "test"}
@@ -43,6 +44,7 @@ class AnalysisData:
     options: Dict[str, Any] = field(default_factory=dict)
     classes: List[str] = field(default_factory=list)
     labelled: bool = False
+    max_unreadable_share: float = DEFAULT_MAX_SHARE  # of a folder's images examined (data/readable.py)
 
     def dataset(self, transform: Optional[Callable] = None, num_images: Optional[int] = None) -> Dataset:
         """The whole set (for ``builtin``: ``options['images']`` or ``num_images`` images)."""
@@ -65,8 +67,8 @@ class AnalysisData:
         ds = self.dataset(transform, num_images=n)
         if self.kind == "builtin":
             return torch.utils.data.Subset(ds, list(range(min(n, len(ds)))))  # already seeded images
-        order = np.random.default_rng(int(seed)).permutation(len(ds))[: min(n, len(ds))]
-        return torch.utils.data.Subset(ds, [int(i) for i in order])
+        order = np.random.default_rng(int(seed)).permutation(len(ds))  # later ones replace unreadable images
+        return readable_subset(ds, order, n, self.max_unreadable_share)
 
     def describe(self) -> Dict[str, Any]:
         return {

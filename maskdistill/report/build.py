@@ -197,6 +197,12 @@ def status_section(order: List[str], manifest: dict, errors: List[str]) -> Secti
                     f"<p class='{'na' if kind == 'skipped' else 'error'}'>{html.escape(m)}: "
                     f"{html.escape(probe)} {kind}: {html.escape(str(why))}</p>"
                 )
+        bad = info.get("unreadable_images", [])
+        if bad:
+            names = ", ".join(bad[:5]) + (", ..." if len(bad) > 5 else "")
+            sec.html.append(
+                f"<p class='na'>{html.escape(m)}: {len(bad)} unreadable images skipped: {html.escape(names)}</p>"
+            )
     sec.html += [f"<p class='error'>{html.escape(e)}</p>" for e in errors]
     return sec
 

@@ -1,12 +1,15 @@
 """Checkpoints: safetensors for tensors plus a JSON of config, step, optimizer hyper-parameters and
 RNG state, written atomically (a temporary folder renamed into place, then a ``latest`` pointer
-replaced atomically), so an interrupted write never leaves a half checkpoint behind.
+replaced atomically), so an interrupted write never leaves a half checkpoint behind. Each folder
+records the hash of every file it holds (``runs/verify.py``), checked before it is used; a write
+that fails on the file system (a full disk) removes its temporary folder and says what was kept.
 
 Layout of ``<run>/checkpoints/step_00001000/``:
   model.safetensors      trainable state of the task (teacher excluded: it is frozen and rebuilt)
   backbone.safetensors   the encoder alone, loadable into ``timm.create_model(arch, **kwargs)``
   optimizer.safetensors  optimizer state tensors and RNG states
   meta.json              config, step, optimizer param groups, backbone arch/kwargs/mean/std
+  checksums.json         SHA-256 and size of each file above
 """
 
 from __future__ import annotations
@@ -21,9 +24,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from maskdistill.config.spec_forms import SPEC_FORMS
-
-LATEST = "latest"
+from maskdistill.runs.disk import DiskError, disk_fix, disk_reason
+from maskdistill.runs.verify import LATEST, CheckpointError, resolve_checkpoint, write_checksums
 
 
 def _flatten_optimizer(opt_sd: Dict[str, Any]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
@@ -67,29 +69,66 @@ def save_checkpoint(
     final = ckdir / f"step_{step:08d}"
     tmp = ckdir / f".tmp_step_{step:08d}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file(trainable_state(model), str(tmp / "model.safetensors"))
+    writing = [tmp]  # the file being written, for the message of a failed write
+    try:
+        tmp.mkdir()
+        _write_files(tmp, model, optimizer, dict(meta, step=step), backbone, writing)
+        if final.exists():  # re-saving the same step (e.g. final == periodic): replace it whole
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _write_atomic(ckdir / LATEST, final.name)
+    except Exception as e:
+        reason = disk_reason(e)
+        if reason is None:
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = _kept(ckdir, final.name)
+        raise DiskError(
+            f"could not write checkpoint {final.name}: {reason} (writing {writing[-1]}). Kept: "
+            f"{kept}. {disk_fix(e).capitalize()}, then run the same command with --resume."
+        ) from None
+    _prune(ckdir, keep_last, keep=final.name)
+    return final
+
+
+def _kept(ckdir: Path, failed: str) -> str:
+    try:
+        return f"{resolve_checkpoint(ckdir.parent)} (resumable)"
+    except (FileNotFoundError, CheckpointError):
+        return f"no earlier checkpoint ({failed} was the first)"
+
+
+def _write_files(
+    tmp: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    meta: Dict[str, Any],
+    backbone: Optional[Tuple[nn.Module, Dict[str, Any]]],
+    writing: list,
+) -> None:
+    """The files of one checkpoint, the checksums last; ``writing`` gets each path as it starts."""
+    writing.append(tmp / "model.safetensors")
+    save_file(trainable_state(model), str(writing[-1]))
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
     opt_tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         opt_tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-    meta = dict(meta, step=step, optimizer=opt_meta)
+    writing.append(tmp / "optimizer.safetensors")
+    save_file(opt_tensors, str(writing[-1]))
+    meta = dict(meta, optimizer=opt_meta)
     if backbone is not None:
         module, info = backbone
+        writing.append(tmp / "backbone.safetensors")
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
-            str(tmp / "backbone.safetensors"),
+            str(writing[-1]),
             metadata={"arch": str(info.get("arch", ""))},
         )
         meta["backbone"] = info
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
-    if final.exists():  # re-saving the same step (e.g. final == periodic): replace it whole
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _write_atomic(ckdir / LATEST, final.name)
-    _prune(ckdir, keep_last, keep=final.name)
-    return final
+    writing.append(tmp / "meta.json")
+    writing[-1].write_text(json.dumps(meta, indent=1, default=str))
+    writing.append(tmp / "checksums.json")
+    write_checksums(tmp)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -109,25 +148,16 @@ def _prune(ckdir: Path, keep_last: int, keep: str) -> None:
 
 
 def find_checkpoint(path: str | Path) -> Path:
-    """A run directory (its latest checkpoint) or a checkpoint directory -> checkpoint directory."""
-    p = Path(path).expanduser()
-    if (p / "meta.json").is_file():
-        return p
-    latest = p / "checkpoints" / LATEST
-    if latest.is_file():
-        ck = p / "checkpoints" / latest.read_text().strip()
-        if (ck / "meta.json").is_file():
-            return ck
-    if not p.exists():
-        raise FileNotFoundError(f"{str(p)!r} does not exist; give {SPEC_FORMS}.")
-    raise FileNotFoundError(f"{p} holds no maskdistill checkpoint (no meta.json, no checkpoints/{LATEST}).")
+    """A run directory (its newest checkpoint that verifies) or a checkpoint directory (verified)
+    -> checkpoint directory; see :func:`maskdistill.runs.verify.resolve_checkpoint`."""
+    return resolve_checkpoint(path)
 
 
 def run_finished(run_dir: str | Path) -> bool:
     """True when the run's latest checkpoint is at the end of its schedule."""
     try:
         meta = read_meta(find_checkpoint(run_dir))
-    except FileNotFoundError:
+    except (FileNotFoundError, CheckpointError):
         return False
     return int(meta["step"]) >= int(meta.get("total_steps", 0))
 

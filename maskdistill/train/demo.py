@@ -35,6 +35,7 @@ from maskdistill.data.transforms import eval_transform
 from maskdistill.eval.frozen import extract_features, knn_accuracy, linear_probe_accuracy
 from maskdistill.models.backbone import load_backbone
 from maskdistill.runs.checkpoint import run_finished
+from maskdistill.runs.folder import has_checkpoint
 from maskdistill.runs.metrics import read_metrics
 from maskdistill.train.classify import ClassifyConfig, train_classifier
 from maskdistill.train.demo_analysis import run_demo_analysis
@@ -52,13 +53,14 @@ def _stage(name: str, run_dir: Path, train_fn, overwrite: bool) -> None:
             # Still refuse silently reusing a run trained with another config.
             train_fn(resume=True, overwrite=False)
             return
-        if (run_dir / "checkpoints").exists():
+        if has_checkpoint(run_dir):
             log.info("demo: resuming %s in %s", name, run_dir)
             train_fn(resume=True, overwrite=False)
             return
     t = time.perf_counter()
-    # A folder with a config but no checkpoint holds nothing worth keeping (a run stopped early).
-    train_fn(resume=False, overwrite=overwrite or not (run_dir / "checkpoints").exists())
+    # A folder with a config but no checkpoint holds nothing worth keeping (a run stopped early): a
+    # plain start replaces it.
+    train_fn(resume=False, overwrite=overwrite)
     log.info("demo: %s trained in %.0f s", name, time.perf_counter() - t)
 
 

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from maskdistill.data.folder import ImageFolder
 from maskdistill.data.synthetic import ShapesTextures
 from maskdistill.eval.classification import topk_accuracy
+from maskdistill.runs.verify import write_checksums
 from maskdistill.train.callbacks import Callback
 from maskdistill.train.finetune_config import FinetuneConfig
 
@@ -107,6 +108,7 @@ class BestCheckpoint:
         (tmp / "meta.json").write_text(
             json.dumps(dict(self.meta, step=step, metrics=metrics, backbone=self.info), indent=1, default=str)
         )
+        write_checksums(tmp)  # verified when it is loaded, like every checkpoint
         old = self.dir.with_name(".old_best")
         if self.dir.exists():
             os.replace(self.dir, old)

@@ -5,7 +5,9 @@ accumulation and clipping, bf16 autocast on CUDA, optional torch.compile, DDP, c
 resume, evaluation, callbacks, metrics and a progress bar (MAE's model/engine split).
 
 ``run`` is a sequence of named steps: open the loop (restore, wrap, batch), then per optimizer step
-train (accumulate, check, clip, step), record, evaluate, log and checkpoint."""
+train (accumulate, check, clip, step), record, evaluate, log and checkpoint. A stop signal
+(``train/signals.py``) ends the loop after the step it arrived in, with a checkpoint at that step;
+under DDP every process learns of it in the step's own all-reduce, so all stop at the same step."""
 
 from __future__ import annotations
 
@@ -21,12 +23,15 @@ import torch
 from maskdistill.data.pipeline import sample_seed
 from maskdistill.errors import RunStopped
 from maskdistill.models.modes import eval_mode
-from maskdistill.runs.checkpoint import find_checkpoint, save_checkpoint
+from maskdistill.runs.checkpoint import save_checkpoint
+from maskdistill.runs.verify import newest_verified
 from maskdistill.train.callbacks import due
 from maskdistill.train.distributed import Dist, sum_across
+from maskdistill.train.graceful import announce, stop_gracefully
 from maskdistill.train.job import Job
 from maskdistill.train.loop_setup import LoopRun, open_loop
 from maskdistill.train.optim import cosine_lr, set_lr
+from maskdistill.train.signals import StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +63,20 @@ def _accumulate(lp: LoopRun) -> float:
             (loss / tr.accum_steps).backward()
         loss_sum += loss.detach().float()
         lp.bad += int(batch["bad"].sum())
-    counts = sum_across(torch.tensor([loss_sum.item(), lp.bad], dtype=torch.float64), dist)
+    asked = float(lp.stop_request is not None and lp.stop_request.signum is not None)
+    counts = sum_across(torch.tensor([loss_sum.item(), lp.bad, asked], dtype=torch.float64), dist)
     lp.bad_total = counts[1].item()  # unreadable images skipped so far, all processes
+    lp.stopping = counts[2].item() > 0  # a stop signal reached some process: all stop after this step
     lp.seen += tr.batch_size
     return counts[0].item() / (tr.accum_steps * dist.world)
 
 
 def _stop_non_finite(run_dir: Path, what: str) -> None:
-    prev = find_checkpoint(run_dir) if (Path(run_dir) / "checkpoints").exists() else None
+    # Only a checkpoint whose checksums verify is called good: a damaged one may be what made the NaN.
+    prev = newest_verified(run_dir)
     raise NonFiniteLossError(
-        f"{what}; training stopped before the optimizer step. Last good checkpoint: "
-        f"{prev or 'none yet'} (kept). Lower optim.lr, enable optim.clip_grad, or check the data."
+        f"{what}; training stopped before the optimizer step. Last verified checkpoint: "
+        f"{prev or 'none'} (kept). Lower optim.lr, enable optim.clip_grad, or check the data."
     )
 
 
@@ -176,11 +184,13 @@ def _log_progress(lp: LoopRun, done: int) -> None:
     )
 
 
-def _checkpoint(lp: LoopRun, done: int) -> None:
-    """Every ``ckpt_every`` steps and at the last one, on the main process."""
+def _checkpoint(lp: LoopRun, done: int, now: bool = False) -> None:
+    """Every ``ckpt_every`` steps and at the last one (or ``now``), on the main process."""
     job, tr = lp.job, lp.job.train
-    if not (done % tr.ckpt_every == 0 or done == lp.stop) or not lp.dist.main:
+    if not (now or done % tr.ckpt_every == 0 or done == lp.stop) or not lp.dist.main:
         return
+    if lp.ck_dir is not None and lp.ck_dir.name == f"step_{done:08d}":
+        return  # this step is saved already
     lp.ck_dir = save_checkpoint(
         job.run_dir,
         done,
@@ -194,7 +204,13 @@ def _checkpoint(lp: LoopRun, done: int) -> None:
 
 def run(job: Job, device: torch.device, dist: Dist, resume: bool = False) -> Dict[str, float]:
     """Train ``job.task`` on ``device``; returns a summary (last loss, steps, images/s)."""
+    with StopRequest() as stop_request:
+        return _run(job, device, dist, resume, stop_request)
+
+
+def _run(job: Job, device: torch.device, dist: Dist, resume: bool, stop_request: StopRequest) -> Dict[str, float]:
     lp = open_loop(job, device, dist, resume)
+    lp.stop_request = stop_request
     try:
         for cb in lp.callbacks:
             cb.on_train_start(lp.state)
@@ -205,7 +221,12 @@ def run(job: Job, device: torch.device, dist: Dist, resume: bool = False) -> Dic
             if _eval_due(lp, step + 1):
                 _evaluate(lp, step + 1)
             _log_progress(lp, step + 1)
-            _checkpoint(lp, step + 1)
+            early = lp.stopping and step + 1 < lp.stop
+            if early:
+                announce(lp, step + 1)
+            _checkpoint(lp, step + 1, now=early)
+            if early:
+                stop_gracefully(lp, step + 1)
         for cb in lp.callbacks:
             cb.on_train_end(lp.state)
     finally:

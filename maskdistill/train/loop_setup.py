@@ -6,6 +6,7 @@ metrics writers, the progress bar and the callbacks' view of the loop."""
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from maskdistill.train.callbacks import Callback, LoopState
 from maskdistill.train.distributed import Dist
 from maskdistill.train.job import Job, plan_steps
 from maskdistill.train.optim import build_optimizer
+from maskdistill.train.signals import ignore_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ class LoopRun:
     ck_dir: Optional[Path] = None
     t0: float = 0.0
     wandb: Optional[Any] = None  # runs.wandb_log.WandbLogger when log.wandb is on (main process)
+    stop_request: Any = None  # train.signals.StopRequest of the loop
+    stopping: bool = False  # a stop signal reached some process during the current step
 
     @property
     def spe(self) -> int:
@@ -78,11 +82,23 @@ def _restore(job: Job, task: nn.Module, optimizer: torch.optim.Optimizer, dist: 
     """The step to start from: 0, or the latest checkpoint's (model, optimizer and RNG restored)."""
     if not resume:
         return 0
-    ck = find_checkpoint(job.run_dir)
+    ck = find_checkpoint(job.run_dir)  # the newest that verifies
     start = int(load_checkpoint(ck, task, optimizer)["step"])
     if dist.main:
+        set_aside_newer(ck)
         log.info("resumed from %s at step %d", ck, start)
     return start
+
+
+def set_aside_newer(ck: Path) -> None:
+    """Rename the checkpoints newer than ``ck`` (they failed verification) to ``damaged_step_*``:
+    kept for inspection, out of the way of the steps the resumed run saves again."""
+    for p in sorted(ck.parent.glob("step_*")):
+        if p.is_dir() and p.name > ck.name:
+            target = p.with_name("damaged_" + p.name)
+            shutil.rmtree(target, ignore_errors=True)
+            p.rename(target)
+            log.warning("set aside the damaged checkpoint %s as %s", p, target.name)
 
 
 def _wrap(task: nn.Module, device: torch.device, dist: Dist, compile: bool) -> nn.Module:
@@ -105,6 +121,7 @@ def _loader(job: Job, device: torch.device, dist: Dist, start: int) -> DataLoade
         num_workers=job.num_workers,
         pin_memory=device.type == "cuda",
         persistent_workers=job.num_workers > 0,
+        worker_init_fn=ignore_stop_signals if job.num_workers > 0 else None,
         generator=torch.Generator().manual_seed(tr.seed),
     )
 

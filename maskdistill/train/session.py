@@ -7,6 +7,10 @@ seeds the model initialisation (the same on every process). The job then builds 
 for its deterministic sample stream (``samples``); ``start`` writes the run folder (the resolved
 config) only now that everything the run needs has been built, so a bad input leaves no half run
 behind that would block the corrected command; ``job`` and ``run`` hand the task to the loop.
+
+One writer per run folder (``runs/lock.py``): ``open`` refuses a folder that another live process
+writes, ``start`` takes the folder's lock (before it clears or writes anything) and ``run`` gives it
+back when the loop ends, however it ends.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from maskdistill.data.sources import base_dataset
 from maskdistill.data.transforms import pretrain_transform
 from maskdistill.models.device import resolve_device
 from maskdistill.runs.folder import RESUME_FREE, prepare_run_dir
+from maskdistill.runs.lock import RunLock, acquire, check_unlocked
 from maskdistill.runs.wandb_log import require_wandb
 from maskdistill.train.distributed import Dist, barrier, init_distributed
+from maskdistill.train.graceful import clear_stopped
 from maskdistill.train.job import Job
 from maskdistill.train.loop import run
 
@@ -48,6 +54,7 @@ class Session:
     resume: bool = False
     overwrite: bool = False
     _base: Optional[Dataset] = None
+    _lock: Optional[RunLock] = None
 
     @classmethod
     def open(
@@ -58,6 +65,7 @@ class Session:
         session = cls(cfg, Path(out), device, dist, to_dict(cfg), resume, overwrite)
         if dist.main:  # refuse early (before a teacher is loaded), but write nothing yet
             require_wandb(getattr(cfg, "log", None))
+            check_unlocked(session.out)
             prepare_run_dir(session.out, session.cfg_dict, resume, overwrite, _RESUME_FREE, check_only=True)
         torch.manual_seed(cfg.train.seed)  # model initialisation: identical on every process
         return session
@@ -89,7 +97,9 @@ class Session:
         """Create (or clear, with overwrite) the run folder and write the resolved config, on the
         main process only; the other processes wait for it."""
         if self.dist.main:
+            self._lock = acquire(self.out)
             prepare_run_dir(self.out, self.cfg_dict, self.resume, self.overwrite, _RESUME_FREE)
+            clear_stopped(self.out)
             if not self.resume:
                 (self.out / "config.yaml").write_text(to_yaml(self.cfg))
         barrier(self.dist)
@@ -119,8 +129,14 @@ class Session:
         )
 
     def run(self, job: Job) -> Dict[str, float]:
-        """Train (or resume) the job; returns the loop's summary."""
-        return run(job, self.device, self.dist, resume=self.resume)
+        """Train (or resume) the job; returns the loop's summary. The folder's lock is released
+        at the end, also when the loop stops on an error or a signal."""
+        try:
+            return run(job, self.device, self.dist, resume=self.resume)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
 
 
 __all__ = ["Session"]

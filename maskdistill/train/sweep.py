@@ -19,6 +19,7 @@ import pandas as pd
 
 from maskdistill.config import diff, load_config, to_dict
 from maskdistill.runs.checkpoint import run_finished
+from maskdistill.runs.folder import has_checkpoint
 from maskdistill.runs.metrics import read_metrics
 from maskdistill.train.finetune import finetune
 from maskdistill.train.finetune_config import FinetuneConfig
@@ -134,7 +135,7 @@ def run_sweep(
                 kind="finetune",
             )
             if not run_finished(run_dir):
-                resume = (run_dir / "checkpoints").exists()
+                resume = has_checkpoint(run_dir)
                 log.info("sweep %s: %s %s (%s)", kind, name, _setting(kind, value), "resuming" if resume else "new")
                 finetune(cfg, run_dir, resume=resume, overwrite=not resume)
             rows.append(_result(run_dir, name, kind, value))

@@ -55,6 +55,7 @@ def test_layout_pointer_pruning_and_no_leftovers(distilled_run):
         # Only safetensors and JSON: nothing that needs unpickling to load.
         assert sorted(p.name for p in d.iterdir()) == [
             "backbone.safetensors",
+            "checksums.json",
             "meta.json",
             "model.safetensors",
             "optimizer.safetensors",

@@ -87,5 +87,27 @@ def test_nan_before_any_checkpoint_through_the_cli(tmp_path, tiny_overrides, hoo
     hook_forward(_break_at(1, "nan"))
     assert main(["pretrain", "demo", *tiny_overrides, "--out", str(run)]) == 1  # a run that stopped, not a usage error
     err = capsys.readouterr().err
-    assert "maskdistill: stopped:" in err and "step 1" in err and "none yet" in err
+    assert "maskdistill: stopped:" in err and "step 1" in err and "Last verified checkpoint: none" in err
     assert not list((run / "checkpoints").glob("step_*")) if (run / "checkpoints").exists() else True
+
+
+def test_the_nan_message_names_only_a_verified_checkpoint(tmp_path, make_cfg, hook_forward):
+    """The newest checkpoint (step 4) is damaged before the NaN at step 5: the message names step 2,
+    the newest that verifies, never the damaged one."""
+    run = tmp_path / "run"
+
+    def damage_then_nan(n, out):
+        if n == 5:
+            p = run / "checkpoints" / "step_00000004" / "model.safetensors"
+            data = bytearray(p.read_bytes())
+            data[-16:] = b"\xff\xff\xc0\x7f" * 4  # NaN patterns over weights: loads without a word
+            p.write_bytes(bytes(data))
+            return dict(out, loss=out["loss"] * float("nan"))
+        return out
+
+    hook_forward(damage_then_nan)
+    with pytest.raises(NonFiniteLossError) as err:
+        pretrain(make_cfg("train.ckpt_every=2", "train.keep_last=3"), run)
+    msg = str(err.value)
+    assert f"Last verified checkpoint: {run / 'checkpoints' / 'step_00000002'} (kept)" in msg
+    assert "step_00000004" not in msg

@@ -57,6 +57,7 @@ def test_run_trains_a_generic_task_in_train_mode(tmp_path: Path):
     assert [r["lr"] for r in rows] == [cosine_lr(s, 10, 5, 0.1, 0.01) for s in range(10)]
     ck = Path(summary["checkpoint"])
     assert ck.name == "step_00000010" and sorted(p.name for p in ck.iterdir()) == [
+        "checksums.json",
         "meta.json",
         "model.safetensors",
         "optimizer.safetensors",

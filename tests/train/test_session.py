@@ -30,6 +30,10 @@ def test_open_seeds_and_writes_nothing_until_start(tmp_path, make_cfg):
     assert "seed: 5" in (out / "config.yaml").read_text()
     meta = session.meta("pretrain", extra=1)
     assert meta == {"kind": "pretrain", "version": __version__, "config": session.cfg_dict, "extra": 1}
+    # A config without a finished checkpoint is no run yet (a start that failed): the next start may go there.
+    Session.open(cfg, out)
+    (out / "checkpoints" / "step_00000001").mkdir(parents=True)
+    (out / "checkpoints" / "step_00000001" / "meta.json").write_text("{}")
     with pytest.raises(RunExistsError, match="already holds a run"):  # refused before anything is built
         Session.open(cfg, out)
 

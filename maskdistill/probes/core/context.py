@@ -250,6 +250,7 @@ class ProbeContext:
             "crop_pct": self.info.crop_pct,
             "interpolation": self.info.interpolation,
             "version": __version__,
+            "images_unreadable": list(getattr(self.memo.get("dataset"), "unreadable", [])),  # skipped files
         }
         if self.size_note:
             m["img_size_note"] = self.size_note

@@ -145,6 +145,8 @@ def _manifest_entry(
         "failed": dict(failed),
         "seconds": round(seconds, 2),
         "images_per_second_shared_pass": speed,
+        "unreadable_images": list(getattr(ctx.memo.get("dataset"), "unreadable", []))
+        + list(ctx.memo.get("unreadable_stimuli", [])),
         "finished": _dt.datetime.now().isoformat(timespec="seconds"),
     }
 
@@ -203,9 +205,11 @@ def run_analyze(
     progress: bool = True,
     bootstrap: int = REPLICATES,
     labels: str = "by-name",
+    max_unreadable_share: Optional[float] = None,
 ) -> List[Path]:
     """Run the probes on every model; returns the CSV paths written (the report is built apart, from
-    the files). ``bootstrap``: replicates of the intervals (0: none); ``labels``: see :mod:`.labels`."""
+    the files). ``bootstrap``: replicates of the intervals (0: none); ``labels``: see :mod:`.labels`;
+    unreadable images: data/readable.py."""
     boot = _checked(models, images, batch_size, bootstrap, seed)
     specs, params, explicit = _selected(probes, params)
     out = Path(out)
@@ -213,6 +217,7 @@ def run_analyze(
     manifest = read_manifest(out)
     check_names(models, pairs, known=list(manifest["models"]))
     ds = parse_data(data) if isinstance(data, str) else data
+    ds.max_unreadable_share = ds.max_unreadable_share if max_unreadable_share is None else max_unreadable_share
     dev = resolve_device(device)
     settings = dict(
         images=images,

@@ -76,6 +76,9 @@ def human_responses(ctx: Any, raw_data: Optional[str], datasets: Sequence[str]) 
 
 
 def result_meta(ctx: Any, **extra: Any) -> Dict[str, Any]:
+    """The context's metadata with ``extra`` and the stimuli skipped as unreadable."""
+    skipped = list((getattr(ctx, "memo", None) or {}).get("unreadable_stimuli", []))
+    extra = dict(extra, stimuli_unreadable=skipped)
     return ctx.meta(**extra) if callable(getattr(ctx, "meta", None)) else extra
 
 

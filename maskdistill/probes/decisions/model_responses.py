@@ -99,6 +99,14 @@ def _parametric(
     ]
 
 
+def _note_unreadable(ctx: Any, st: StimulusSet) -> None:
+    """Stimuli skipped as unreadable go into the results' metadata and analyze.json."""
+    memo = getattr(ctx, "memo", None)
+    if isinstance(memo, dict):
+        known = memo.setdefault("unreadable_stimuli", [])
+        known += [p for p in st.unreadable if p not in known]
+
+
 def _evaluate(ctx: Any, req: ResponseRequest) -> pd.DataFrame:
     from maskdistill.data.distortions import CONDITIONS
 
@@ -114,9 +122,11 @@ def _evaluate(ctx: Any, req: ResponseRequest) -> pd.DataFrame:
     for ds in wanted:
         if ds in sets:
             st = read_stimuli(sets[ds], ds).subset(max_per_class)
+            _note_unreadable(ctx, st)
             frames.append(evaluate_stimuli(model, info, st, name, device, bs))
         elif ds in CONDITIONS and base_images:
             base = read_stimuli(base_images, ds).subset(max_per_class)
+            _note_unreadable(ctx, base)
             frames += _parametric(model, info, base, ds, name, device, bs, req.seed)
         else:
             raise ValueError(

@@ -25,6 +25,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from maskdistill.data.folder import IMG_EXTENSIONS
+from maskdistill.data.readable import drop_unreadable
 
 NONPARAMETRIC = ("sketch", "stylized", "edge", "silhouette", "cue-conflict")
 PARAMETRIC = (
@@ -102,11 +103,16 @@ class StimulusSet(Dataset):
     image id. ``classes``: the label set (the 16 categories by default)."""
 
     def __init__(
-        self, stimuli: Sequence[Stimulus], classes: Sequence[str], transform: Optional[Callable] = None
+        self,
+        stimuli: Sequence[Stimulus],
+        classes: Sequence[str],
+        transform: Optional[Callable] = None,
+        unreadable: Sequence[str] = (),
     ) -> None:
         if not stimuli:
             raise ValueError("empty stimulus set.")
         self.stimuli, self.classes, self.transform = list(stimuli), list(classes), transform
+        self.unreadable = list(unreadable)  # image files skipped because they do not decode
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         bad = sorted({s.category for s in self.stimuli} - set(self.classes))
         if bad:
@@ -137,7 +143,7 @@ class StimulusSet(Dataset):
             if seen.get(k, 0) < max_per_class:
                 keep.append(s)
                 seen[k] = seen.get(k, 0) + 1
-        return StimulusSet(keep, self.classes, self.transform)
+        return StimulusSet(keep, self.classes, self.transform, self.unreadable)
 
 
 def read_stimuli(
@@ -175,7 +181,8 @@ def read_stimuli(
             stimuli += [Stimulus(p, dataset, d.name, "0", p.name) for p in _images(d)]
     if not stimuli:
         raise ValueError(f"no images in {folder} (expected <category>/<image> or dnn/session-1/<image>).")
-    return StimulusSet(stimuli, classes, transform)
+    stimuli, unreadable = drop_unreadable(stimuli, lambda s: s.path)  # skipped, counted, capped
+    return StimulusSet(stimuli, classes, transform, unreadable)
 
 
 __all__ = [
