@@ -14,7 +14,7 @@ the loss raises. Eval mode and eager attention as for the Hessian probes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,18 @@ class Landscape:
     directions: str  # "hessian" | "random" | "given"
     eigenvalues: Optional[List[float]] = None  # λ1, λ2 when the directions are eigenvectors
     products: int = 0  # Hessian-vector products spent on the directions
+
+    def centre(self) -> Dict[str, Any]:
+        """The loss at θ (the grid's centre, odd grids) and whether no grid point is lower."""
+        if len(self.alpha) % 2 == 0:
+            return {"centre_loss": None, "centre_is_minimum": None, "grid_min_loss": float(np.min(self.loss))}
+        c = len(self.alpha) // 2
+        at = float(self.loss[c, c])
+        return {
+            "centre_loss": at,
+            "centre_is_minimum": bool(at <= np.min(self.loss)),
+            "grid_min_loss": float(np.min(self.loss)),
+        }
 
     def to_frame(self) -> pd.DataFrame:
         a, b = np.meshgrid(self.alpha, self.beta, indexing="ij")
