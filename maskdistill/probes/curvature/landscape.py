@@ -1,5 +1,5 @@
 """Two-dimensional loss landscapes (paper Sec. 4, Fig. 7a/b/d/e): the
-loss on θ + α v₁ + β v₂ over a grid (default 21×21 on [−0.5, 0.5]²).
+loss on θ + α v₁ + β v₂ over a grid (21×21 on [−0.5, 0.5]² here; the ``loss_landscape_2d`` probe uses 11×11).
 
 Directions: the unit top-2 Hessian eigenvectors (``"hessian"``, the paper's choice; no normalisation,
 which would break the link between the curvature along v₁ and λ₁), or Gaussian directions with

@@ -20,6 +20,9 @@ from maskdistill.probes.curvature.hvp import ParamFilter
 from maskdistill.probes.curvature.results import EigenResult
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
+# Images per Hessian batch unless asked: a product costs about six forward passes of the batch, so
+# 32 images keep the probes in CPU seconds on small models (the metadata record the number).
+HESSIAN_BATCH = 32
 
 
 @dataclass
@@ -44,7 +47,7 @@ def setup(
     seed: Optional[int],
     params: ParamFilter,
 ) -> Setup:
-    batch_size = int(batch_size or getattr(ctx, "batch_size", 64))
+    batch_size = int(batch_size or min(int(getattr(ctx, "batch_size", HESSIAN_BATCH)), HESSIAN_BATCH))
     if not hasattr(ctx, "labelled_batches"):
         raise TypeError(
             "the Hessian probes need labelled images: the probe context has no labelled_batches(); "
@@ -98,4 +101,4 @@ def name_of(ctx: Any) -> str:
     return str(getattr(ctx, "name", None) or "model")
 
 
-__all__ = ["Setup", "name_of", "setup", "shared_top"]
+__all__ = ["HESSIAN_BATCH", "Setup", "name_of", "setup", "shared_top"]
