@@ -9,7 +9,8 @@ no interval), and ``batch`` on the per-batch rows. Metrics:
 - ``trace``: Hutchinson's estimate, ``ci_low``/``ci_high`` its normal 95 % interval (also as the
   rows ``trace_se``, ``trace_ci95_low``, ``trace_ci95_high``);
 - ``converged`` (1/0), ``tolerance`` (the stated one), ``tolerance_reached`` (the largest relative
-  residual bound of the eigenvalues, or SE/|trace|), ``products``;
+  residual bound of the eigenvalues -- for power iteration, whose rule is PyHessian's relative
+  change, this can exceed ``tolerance`` when converged -- or SE/|trace|), ``products``;
 - with several batches, ``eigenvalue_batch`` / ``trace_batch`` per batch (column ``batch``) and
   their spread ``eigenvalue_batch_std`` / ``trace_batch_std`` (the sample standard deviation).
 """
