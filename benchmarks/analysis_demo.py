@@ -72,12 +72,13 @@ def analyse(models: Dict[str, str], out: Path, images: int, bootstrap: int, prob
 def _print(run: Dict[str, Any], base: Optional[Dict[str, Any]]) -> None:
     names = list(MODELS)
     print(f"{'probe':28s} " + " ".join(f"{n + ' s':>12s} {'conv':>5s}" for n in names))
-    for probe, by in sorted(run["probes"].items(), key=lambda kv: -sum((v["seconds"] or 0) for v in kv[1].values())):
+    for probe, by in sorted(run["probes"].items(), key=lambda kv: -sum(v["seconds"] or 0 for v in kv[1].values())):
         cells = []
         for n in names:
             v = by.get(n, {})
             conv = "" if v.get("converged") is None else ("yes" if v["converged"] else "NO")
-            cells.append(f"{v.get('seconds') or float('nan'):12.2f} {conv:>5s}")
+            sec = v.get("seconds")
+            cells.append(f"{float('nan') if sec is None else sec:12.2f} {conv:>5s}")
         print(f"{probe:28s} " + " ".join(cells))
     print(f"{'total (both models)':28s} {run['seconds']:12.2f}")
     if base is not None:

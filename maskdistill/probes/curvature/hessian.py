@@ -119,10 +119,11 @@ def deflated_trace(
     loss_fn: LossFn,
     batches: Batches,
     krylov: Krylov,
+    params: ParamFilter = None,
+    *,
+    seed: int = 0,
     tol: float = 1e-2,
     max_iter: int = 200,
-    params: ParamFilter = None,
-    seed: int = 0,
     criterion: str = "se",
 ) -> TraceResult:
     """tr(H) deflated by the Krylov space of an earlier Lanczos run on the same model, batches, loss

@@ -31,7 +31,7 @@ from maskdistill.probes.curvature.tables import eigen_rows, frame, spread_rows, 
 # The eigen-solver settings the three probes share by default (so they share one Lanczos run).
 EIG_TOL = 1e-3  # relative residual bound |β s| ≤ tol·|λ| for λ1, λ2
 EIG_STEPS = 100  # Lanczos steps: the product budget of the eigenvalues
-TRACE_TOL = 0.1  # Hutchinson: stop at SE ≤ tol·|trace| (the 95 % interval is then about ±20 %)
+TRACE_TOL = 0.05  # Hutchinson: stop at SE ≤ tol·|trace| (the 95 % interval is then about ±10 %)
 TRACE_SAMPLES = 100  # Hutchinson probes after the deflation: the trace's own product budget
 DENSITY_STEPS = 30  # Lanczos steps of the quadrature: the density's product budget
 GRID = 11  # landscape points per axis (odd: the centre is θ itself); 121 losses
@@ -103,7 +103,7 @@ def _trace(
         return tr, 0, deflate
     top = shared_top(s, 2, "lanczos", EIG_TOL, EIG_STEPS, params, batch=batch)
     batches = s.batches if batch is None else [s.batches[batch]]
-    tr = deflated_trace(s.model, s.loss_fn, batches, top.krylov, tol, max_iter, params, s.seed)
+    tr = deflated_trace(s.model, s.loss_fn, batches, top.krylov, params, seed=s.seed, tol=tol, max_iter=max_iter)
     return tr, top.products, top.budget
 
 
