@@ -6,7 +6,8 @@ private generator seeded by ``seed``."""
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from dataclasses import dataclass
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -37,19 +38,36 @@ def _check_k(k: int, n: int, method: str, max_iter: int) -> None:
         raise ValueError(f"k={k} is larger than max_iter={max_iter} Lanczos steps; raise max_iter.")
 
 
+@dataclass
+class Eigenpairs:
+    values: List[float]  # by magnitude, sign kept
+    vectors: List[torch.Tensor]  # unit, flat
+    products: int
+    converged: bool
+    residuals: List[float]  # error bounds: an eigenvalue of H lies within residuals[i] of values[i]
+    budget: int  # the most products the solver was allowed
+    krylov: Optional[Krylov] = None  # the Lanczos run (None for power iteration)
+
+
+def default_max_iter(method: str, k: int) -> int:
+    """Lanczos steps in all, or products per eigenvalue for power iteration (PyHessian's 100)."""
+    return max(100, 10 * k) if method == "lanczos" else 100
+
+
 def top_eigenpairs(
     op: HessianOperator, k: int, method: str, tol: float, max_iter: Optional[int], seed: int
-) -> Tuple[List[float], List[torch.Tensor], int, bool, Optional[Krylov]]:
-    """(values by magnitude, unit flat vectors, products, converged, the Lanczos run or None)."""
+) -> Eigenpairs:
+    """The k eigenpairs of largest magnitude, with their residual bounds and the Lanczos run."""
     if method not in EIG_METHODS:
         raise ValueError(f"method={method!r}; choose one of {EIG_METHODS}.")
-    max_iter = max_iter or (max(100, 10 * k) if method == "lanczos" else 100)
+    max_iter = max_iter or default_max_iter(method, k)
     _check_k(k, op.n, method, max_iter)
     gen = seeded(op, seed)
     if method == "lanczos":
-        return lanczos_top(op, k, tol, max_iter, gen)
-    vals, vecs, products, ok = power_top(op, k, tol, max_iter, gen)
-    return vals, vecs, products, ok, None
+        vals, vecs, products, ok, kr, res = lanczos_top(op, k, tol, max_iter, gen)
+        return Eigenpairs(vals, vecs, products, ok, res, max_iter, kr)
+    vals, vecs, products, ok, res = power_top(op, k, tol, max_iter, gen)
+    return Eigenpairs(vals, vecs, products, ok, res, max_iter * k)
 
 
 def exact_trace(op: HessianOperator, block: int) -> TraceResult:
@@ -106,6 +124,8 @@ def hutchinson_trace(
 
 __all__ = [
     "EIG_METHODS",
+    "Eigenpairs",
+    "default_max_iter",
     "MAX_EXACT_TRACE",
     "exact_trace",
     "hutchinson_trace",

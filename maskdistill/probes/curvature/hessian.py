@@ -22,6 +22,7 @@ from torch import nn
 
 from maskdistill.models.modes import curvature_mode
 from maskdistill.probes.curvature.estimators import (
+    Eigenpairs,
     exact_trace,
     hutchinson_trace,
     krylov_trace,
@@ -29,6 +30,7 @@ from maskdistill.probes.curvature.estimators import (
     top_eigenpairs,
 )
 from maskdistill.probes.curvature.hvp import Batches, HessianOperator, LossFn, ParamFilter, select_params
+from maskdistill.probes.curvature.lanczos import Krylov
 from maskdistill.probes.curvature.quadrature import slq
 from maskdistill.probes.curvature.results import DensityResult, EigenResult, TraceResult
 
@@ -74,8 +76,12 @@ def top_eigenvalues(
     PyHessian). ``tol``: Lanczos — relative residual bound; power — relative change (PyHessian)."""
     with curvature_mode(model):
         op = HessianOperator(model, loss_fn, batches, params, method=hvp_method)
-        vals, vecs, products, ok, _ = top_eigenpairs(op, k, method, tol, max_iter, seed)
-        return EigenResult(vals, [[t.clone() for t in op.unflatten(v)] for v in vecs], products, ok, method, op.names)
+        return _eigen_result(op, top_eigenpairs(op, k, method, tol, max_iter, seed), method)
+
+
+def _eigen_result(op: HessianOperator, ep: Eigenpairs, method: str) -> EigenResult:
+    vecs = [[t.clone() for t in op.unflatten(v)] for v in ep.vectors]
+    return EigenResult(ep.values, vecs, ep.products, ep.converged, method, op.names, ep.residuals, ep.budget, ep.krylov)
 
 
 def hessian_trace(
@@ -108,6 +114,31 @@ def hessian_trace(
         return hutchinson_trace(op, tol, max_iter, seed, criterion, deflate, block)
 
 
+def deflated_trace(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Batches,
+    krylov: Krylov,
+    params: ParamFilter = None,
+    *,
+    seed: int = 0,
+    tol: float = 1e-2,
+    max_iter: int = 200,
+    criterion: str = "se",
+) -> TraceResult:
+    """tr(H) deflated by the Krylov space of an earlier Lanczos run on the same model, batches, loss
+    and parameters (e.g. ``top_eigenvalues(...).krylov``): its part tr T = Σ α_j is exact, the rest
+    is sampled. ``products`` counts only the new ones (the Lanczos run's are its own)."""
+    with curvature_mode(model):
+        op = HessianOperator(model, loss_fn, batches, params)
+        if len(krylov.basis[0]) != op.n:
+            raise ValueError(f"the Krylov space has vectors of {len(krylov.basis[0])} numbers, the Hessian {op.n}.")
+        if len(krylov.alpha) >= op.n:  # the Krylov space is the whole space: tr T is the trace
+            return TraceResult(float(np.sum(krylov.alpha)), 0.0, 0, 0, True, "exact")
+        est = krylov_trace(op, krylov, tol, max_iter, seeded(op, seed + 1), criterion, block=None)
+        return TraceResult(est.estimate, est.se, op.products, est.samples, est.converged, "hutchinson+deflation")
+
+
 def hessian_summary(
     model: nn.Module,
     loss_fn: LossFn,
@@ -127,8 +158,8 @@ def hessian_summary(
     so the products spent on the eigenvalues also cut the trace's variance. -> (EigenResult, TraceResult)."""
     with curvature_mode(model):
         op = HessianOperator(model, loss_fn, batches, params, method=hvp_method)
-        vals, vecs, products, ok, kr = top_eigenpairs(op, k, "lanczos", tol, max_iter, seed)
-        eig = EigenResult(vals, [[t.clone() for t in op.unflatten(v)] for v in vecs], products, ok, "lanczos", op.names)
+        ep = top_eigenpairs(op, k, "lanczos", tol, max_iter, seed)
+        eig, kr = _eigen_result(op, ep, "lanczos"), ep.krylov
         exact_part = float(np.sum(kr.alpha))
         if len(kr.alpha) >= op.n:  # the Krylov space is the whole space: tr T is the trace
             return eig, TraceResult(exact_part, 0.0, op.products, 0, True, "exact")
@@ -214,6 +245,7 @@ def per_block_sharpness(
 
 
 __all__ = [
+    "deflated_trace",
     "default_blocks",
     "eigen_density",
     "hessian_summary",

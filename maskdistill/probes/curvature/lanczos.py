@@ -129,8 +129,9 @@ def ritz(kr: Krylov) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def lanczos_top(
     op: Operator, k: int, tol: float, max_iter: int, gen: torch.Generator
-) -> Tuple[List[float], List[torch.Tensor], int, bool, Krylov]:
-    """Top-k eigenpairs by magnitude: (values, unit flat vectors, products, converged, Krylov run)."""
+) -> Tuple[List[float], List[torch.Tensor], int, bool, Krylov, List[float]]:
+    """Top-k eigenpairs by magnitude: (values, unit flat vectors, products, converged, Krylov run,
+    residual bounds |β_m s_mi|: an eigenvalue of H lies within each of its Ritz value)."""
 
     def done(kr: Krylov) -> bool:
         if len(kr.alpha) < k:
@@ -158,16 +159,18 @@ def lanczos_top(
             f"{(res[:k] / np.maximum(np.abs(theta[:k]), 1e-300)).tolist()}); raise max_iter.",
             stacklevel=2,
         )
-    return [float(t) for t in theta[:k]], vecs, kr.products, converged, kr
+    return [float(t) for t in theta[:k]], vecs, kr.products, converged, kr, [float(r) for r in res[:k]]
 
 
 def power_top(
     op: Operator, k: int, tol: float, max_iter: int, gen: torch.Generator
-) -> Tuple[List[float], List[torch.Tensor], int, bool]:
+) -> Tuple[List[float], List[torch.Tensor], int, bool, List[float]]:
     """PyHessian's method: for each eigenvalue, power iteration on (I−VVᵀ)H(I−VVᵀ) with V the ones
-    found so far; ``max_iter`` products at most per eigenvalue."""
+    found so far; ``max_iter`` products at most per eigenvalue. The last element: the residuals
+    ‖Hv − λv‖ of the last iterate v and its Rayleigh quotient λ (an eigenvalue of H lies within)."""
     vals: List[float] = []
     vecs: List[torch.Tensor] = []
+    residuals: List[float] = []
     products, converged = 0, True
     for _ in range(k):
         v = random_unit(op.n, gen, op.dtype, op.device)
@@ -179,6 +182,7 @@ def power_top(
             hv = op.matvec(v)
             products += 1
             lam = dot64(hv, v)
+            resid = float((hv.double() - lam * v.double()).norm())  # for H itself, any unit v
             nrm = float(hv.norm())
             v = hv / nrm if nrm > 0 else v
             if lam_prev is not None and abs(lam - lam_prev) / (abs(lam_prev) + 1e-6) < tol:
@@ -187,6 +191,7 @@ def power_top(
             lam_prev = lam
         v = orthogonalise(v, vecs)
         vals.append(lam)
+        residuals.append(resid)
         vecs.append(v / v.norm())
         converged &= ok
     if not converged:
@@ -196,7 +201,7 @@ def power_top(
             stacklevel=2,
         )
     order = sorted(range(k), key=lambda i: -abs(vals[i]))
-    return [vals[i] for i in order], [vecs[i] for i in order], products, converged
+    return [vals[i] for i in order], [vecs[i] for i in order], products, converged, [residuals[i] for i in order]
 
 
 __all__ = ["Krylov", "MatVec", "Operator", "lanczos", "lanczos_top", "power_top", "random_unit", "ritz"]

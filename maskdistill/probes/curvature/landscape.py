@@ -1,5 +1,5 @@
 """Two-dimensional loss landscapes (paper Sec. 4, Fig. 7a/b/d/e): the
-loss on θ + α v₁ + β v₂ over a grid (default 21×21 on [−0.5, 0.5]²).
+loss on θ + α v₁ + β v₂ over a grid (21×21 on [−0.5, 0.5]² here; the ``loss_landscape_2d`` probe uses 11×11).
 
 Directions: the unit top-2 Hessian eigenvectors (``"hessian"``, the paper's choice; no normalisation,
 which would break the link between the curvature along v₁ and λ₁), or Gaussian directions with
@@ -14,7 +14,7 @@ the loss raises. Eval mode and eager attention as for the Hessian probes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,18 @@ class Landscape:
     directions: str  # "hessian" | "random" | "given"
     eigenvalues: Optional[List[float]] = None  # λ1, λ2 when the directions are eigenvectors
     products: int = 0  # Hessian-vector products spent on the directions
+
+    def centre(self) -> Dict[str, Any]:
+        """The loss at θ (the grid's centre, odd grids) and whether no grid point is lower."""
+        if len(self.alpha) % 2 == 0:
+            return {"centre_loss": None, "centre_is_minimum": None, "grid_min_loss": float(np.min(self.loss))}
+        c = len(self.alpha) // 2
+        at = float(self.loss[c, c])
+        return {
+            "centre_loss": at,
+            "centre_is_minimum": bool(at <= np.min(self.loss)),
+            "grid_min_loss": float(np.min(self.loss)),
+        }
 
     def to_frame(self) -> pd.DataFrame:
         a, b = np.meshgrid(self.alpha, self.beta, indexing="ij")

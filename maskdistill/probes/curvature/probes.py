@@ -15,68 +15,26 @@ Each probe measures the mean cross-entropy over those batches in eval mode with 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 
 from maskdistill.probes.core.registry import ProbeResult, register
-from maskdistill.probes.curvature.hessian import eigen_density, hessian_trace, per_block_sharpness, top_eigenvalues
+from maskdistill.probes.curvature.hessian import deflated_trace, eigen_density, hessian_trace, per_block_sharpness
 from maskdistill.probes.curvature.hvp import ParamFilter
 from maskdistill.probes.curvature.landscape import loss_landscape_2d
+from maskdistill.probes.curvature.results import EigenResult, TraceResult
+from maskdistill.probes.curvature.setup import Setup, name_of, setup, shared_top
+from maskdistill.probes.curvature.tables import eigen_rows, frame, spread_rows, status_rows, trace_rows
 
-
-@dataclass
-class _Setup:
-    """What every curvature probe measures on: the classifier, its loss, the fixed batches, the seed,
-    and the metadata they share."""
-
-    model: nn.Module
-    loss_fn: nn.Module
-    batches: List[Tuple[torch.Tensor, torch.Tensor]]
-    seed: int
-    meta: Dict[str, Any]
-
-
-def _setup(
-    ctx: Any,
-    n_batches: int,
-    batch_size: Optional[int],
-    label_smoothing: Optional[float],
-    seed: Optional[int],
-    params: ParamFilter,
-) -> _Setup:
-    batch_size = int(batch_size or getattr(ctx, "batch_size", 64))
-    if not hasattr(ctx, "labelled_batches"):
-        raise TypeError(
-            "the Hessian probes need labelled images: the probe context has no labelled_batches(); "
-            "point the analysis at a data folder with class sub-folders."
-        )
-    device = torch.device(getattr(ctx, "device", "cpu"))
-    batches = [(x.to(device), y.to(device)) for x, y in ctx.labelled_batches(n_batches, batch_size)]
-    if not batches:
-        raise ValueError("the probe context returned no labelled batches; the data folder has no labelled images.")
-    ls = float(getattr(ctx, "label_smoothing", 0.0) if label_smoothing is None else label_smoothing)
-    seed = int(getattr(ctx, "seed", 0) if seed is None else seed)
-    mine = {
-        "loss": "cross-entropy",
-        "label_smoothing": ls,
-        "mode": "eval, eager attention, float32",
-        "images": sum(int(x.shape[0]) for x, _ in batches),
-        "n_batches": len(batches),
-        "hessian_batch_size": batch_size,
-        "seed": seed,
-        "params": repr(params),
-    }
-    meta = ctx.meta(**mine) if callable(getattr(ctx, "meta", None)) else mine
-    return _Setup(ctx.model, nn.CrossEntropyLoss(label_smoothing=ls), batches, seed, meta)
-
-
-def _name(ctx: Any) -> str:
-    return str(getattr(ctx, "name", None) or "model")
+# The eigen-solver settings the three probes share by default (so they share one Lanczos run).
+EIG_TOL = 1e-3  # relative residual bound |β s| ≤ tol·|λ| for λ1, λ2
+EIG_STEPS = 100  # Lanczos steps: the product budget of the eigenvalues
+TRACE_TOL = 0.05  # Hutchinson: stop at SE ≤ tol·|trace| (the 95 % interval is then about ±10 %)
+TRACE_SAMPLES = 100  # Hutchinson probes after the deflation: the trace's own product budget
+DENSITY_STEPS = 30  # Lanczos steps of the quadrature: the density's product budget
+GRID = 11  # landscape points per axis (odd: the centre is θ itself); 121 losses
 
 
 def _padded(runs: Sequence[np.ndarray], width: int) -> np.ndarray:
@@ -84,79 +42,113 @@ def _padded(runs: Sequence[np.ndarray], width: int) -> np.ndarray:
     return np.stack([np.pad(np.asarray(x, float), (0, width - len(x)), constant_values=np.nan) for x in runs])
 
 
+def _each_batch(s: Setup, per_batch: Optional[bool]) -> List[int]:
+    """The batches to measure one by one: all of them when asked (default: when there are several)."""
+    wanted = len(s.batches) > 1 if per_batch is None else per_batch
+    return list(range(len(s.batches))) if wanted and len(s.batches) > 1 else []
+
+
+def _eig_status(res: EigenResult, tol: float) -> Dict[str, Any]:
+    reached = max(res.relative_residuals) if res.residuals else float("nan")
+    return dict(converged=bool(res.converged), tolerance=tol, tolerance_reached=reached, products=res.products)
+
+
 @register("hessian_top_eigs", needs=("classifier", "labels"), figure="Fig. 7 (λ1, λ2)")
 def hessian_top_eigs(
     ctx: Any,
     k: int = 2,
     method: str = "lanczos",
-    tol: float = 1e-3,
-    max_iter: Optional[int] = None,
+    tol: float = EIG_TOL,
+    max_iter: Optional[int] = EIG_STEPS,
     n_batches: int = 1,
     batch_size: Optional[int] = None,
     params: ParamFilter = None,
     per_block: bool = False,
+    per_batch: Optional[bool] = None,
     seed: Optional[int] = None,
     label_smoothing: Optional[float] = None,
 ) -> ProbeResult:
-    """Top-k Hessian eigenvalues by magnitude (sign kept) of the whole network (block "all") and,
-    with ``per_block``, of each block's diagonal Hessian block."""
-    s = _setup(ctx, n_batches, batch_size, label_smoothing, seed, params)
-    res = top_eigenvalues(
-        s.model, s.loss_fn, s.batches, k=k, method=method, tol=tol, max_iter=max_iter, params=params, seed=s.seed
-    )
-    rows = [dict(block="all", metric="eigenvalue", index=i, value=v) for i, v in enumerate(res.eigenvalues)]
-    rows.append(dict(block="all", metric="products", index=0, value=float(res.products)))
-    table = pd.DataFrame(rows)
+    """Top-k Hessian eigenvalues by magnitude (sign kept) of the whole network (block "all") with
+    their residual bounds; with ``per_block``, of each block's diagonal Hessian block; with several
+    batches, also per batch and their spread."""
+    s = setup(ctx, n_batches, batch_size, label_smoothing, seed, params)
+    res = shared_top(s, k, method, tol, max_iter, params)
+    status = _eig_status(res, tol)
+    rows = eigen_rows(res) + status_rows(**status)
+    each = [shared_top(s, k, method, tol, max_iter, params, batch=b) for b in _each_batch(s, per_batch)]
+    if each:
+        rows += spread_rows("eigenvalue", [r.eigenvalues for r in each])
+    table = frame(rows)
     if per_block:
         pb = per_block_sharpness(s.model, s.loss_fn, s.batches, k=k, tol=tol, trace=False, seed=s.seed)
         table = pd.concat([table, pb[["block", "metric", "index", "value"]]], ignore_index=True)
-    s.meta.update(k=k, method=method, tol=tol, converged=res.converged, products=res.products)
+    s.meta.update(k=k, method=method, tol=tol, budget=res.budget, **status)
     s.meta["order"] = "by magnitude, sign kept"
-    return ProbeResult("hessian_top_eigs", _name(ctx), table, s.meta)
+    s.meta["interval"] = "residual bound: an eigenvalue of H lies in [ci_low, ci_high]"
+    if each:
+        s.meta["batches_converged"] = all(r.converged for r in each)
+    return ProbeResult("hessian_top_eigs", name_of(ctx), table, s.meta)
+
+
+def _trace(
+    s: Setup, tol: float, max_iter: int, params: ParamFilter, deflate: Optional[int], batch: Optional[int] = None
+) -> Tuple[TraceResult, int, int]:
+    """The trace on all batches (or one), deflated by the shared top-2 Lanczos run when ``deflate``
+    is None -> (TraceResult, products of the eigen part, its budget)."""
+    if deflate is not None:
+        batches = s.batches if batch is None else [s.batches[batch]]
+        tr = hessian_trace(
+            s.model, s.loss_fn, batches, tol=tol, max_iter=max_iter, params=params, seed=s.seed, deflate=deflate
+        )
+        return tr, 0, deflate
+    top = shared_top(s, 2, "lanczos", EIG_TOL, EIG_STEPS, params, batch=batch)
+    batches = s.batches if batch is None else [s.batches[batch]]
+    tr = deflated_trace(s.model, s.loss_fn, batches, top.krylov, params, seed=s.seed, tol=tol, max_iter=max_iter)
+    return tr, top.products, top.budget
 
 
 @register("hessian_trace", needs=("classifier", "labels"), figure="Fig. 7f")
 def hessian_trace_probe(
     ctx: Any,
-    tol: float = 1e-2,
-    max_iter: int = 500,
+    tol: float = TRACE_TOL,
+    max_iter: int = TRACE_SAMPLES,
     n_batches: int = 1,
     batch_size: Optional[int] = None,
     params: ParamFilter = None,
-    deflate: int = 0,
+    deflate: Optional[int] = None,
     per_block: bool = False,
+    per_batch: Optional[bool] = None,
     seed: Optional[int] = None,
     label_smoothing: Optional[float] = None,
 ) -> ProbeResult:
-    """Hutchinson's trace with its standard error and 95 % interval (stops at SE ≤ tol·|trace|)."""
-    s = _setup(ctx, n_batches, batch_size, label_smoothing, seed, params)
-    tr = hessian_trace(
-        s.model, s.loss_fn, s.batches, tol=tol, max_iter=max_iter, params=params, seed=s.seed, deflate=deflate
-    )
-    lo, hi = tr.ci95
-    rows = [
-        dict(block="all", metric=m, value=v)
-        for m, v in (
-            ("trace", tr.estimate),
-            ("trace_se", tr.se),
-            ("trace_ci95_low", lo),
-            ("trace_ci95_high", hi),
-            ("products", float(tr.products)),
-        )
-    ]
-    table = pd.DataFrame(rows)
+    """Hutchinson's trace with its standard error and 95 % interval (stops at SE ≤ tol·|trace| or
+    after ``max_iter`` probes). ``deflate``: None -- on the complement of the Krylov space of the
+    top-eigenvalue Lanczos run (shared with ``hessian_top_eigs``), whose part is exact; 0 -- plain
+    Hutchinson; m -- deflated by m Lanczos steps of its own."""
+    s = setup(ctx, n_batches, batch_size, label_smoothing, seed, params)
+    tr, eig_products, eig_budget = _trace(s, tol, max_iter, params, deflate)
+    products = tr.products + eig_products
+    status = dict(converged=bool(tr.converged), tolerance=tol, tolerance_reached=tr.relative_se, products=products)
+    rows = trace_rows(tr) + status_rows(**status)
+    each = [_trace(s, tol, max_iter, params, deflate, batch=b)[0] for b in _each_batch(s, per_batch)]
+    if each:
+        rows += spread_rows("trace", [[t.estimate] for t in each])
+    table = frame(rows)
     if per_block:
         pb = per_block_sharpness(s.model, s.loss_fn, s.batches, k=1, trace=True, trace_tol=tol, seed=s.seed)
         table = pd.concat([table, pb[pb.metric != "eigenvalue"][["block", "metric", "value"]]], ignore_index=True)
-    s.meta.update(tol=tol, criterion="se", deflate=deflate, converged=tr.converged, samples=tr.samples)
-    s.meta["method"] = tr.method
-    return ProbeResult("hessian_trace", _name(ctx), table, s.meta)
+    s.meta.update(tol=tol, criterion="se", deflate="top-eigenvalue Krylov space" if deflate is None else deflate)
+    s.meta.update(samples=tr.samples, budget=eig_budget + max_iter, method=tr.method, **status)
+    s.meta["interval"] = "normal 95 % interval of the Hutchinson mean (ci_low, ci_high on the trace row)"
+    if each:
+        s.meta["batches_converged"] = all(t.converged for t in each)
+    return ProbeResult("hessian_trace", name_of(ctx), table, s.meta)
 
 
 @register("hessian_density", needs=("classifier", "labels"), figure="eigenvalue density (PyHessian)")
 def hessian_density(
     ctx: Any,
-    steps: int = 100,
+    steps: int = DENSITY_STEPS,
     runs: int = 1,
     n_batches: int = 1,
     batch_size: Optional[int] = None,
@@ -168,39 +160,48 @@ def hessian_density(
 ) -> ProbeResult:
     """Spectral density by stochastic Lanczos quadrature; the table holds the broadened density on a
     grid, the arrays the raw nodes and weights (runs, steps)."""
-    s = _setup(ctx, n_batches, batch_size, label_smoothing, seed, params)
+    s = setup(ctx, n_batches, batch_size, label_smoothing, seed, params)
     dens = eigen_density(s.model, s.loss_fn, s.batches, steps=steps, runs=runs, params=params, seed=s.seed)
     grid, values = dens.on_grid(num_points, sigma_squared)
     table = pd.DataFrame({"eigenvalue": grid, "metric": "density", "value": values})
     width = max(len(x) for x in dens.nodes)
-    s.meta.update(steps=steps, runs=runs, products=dens.products, sigma_squared=sigma_squared)
+    s.meta.update(steps=steps, runs=runs, products=dens.products, budget=steps * runs, sigma_squared=sigma_squared)
     s.meta["broadening"] = "Gaussian, variance sigma_squared*max(1, range) (PyHessian)"
     arrays = {"nodes": _padded(dens.nodes, width), "weights": _padded(dens.weights, width)}
-    return ProbeResult("hessian_density", _name(ctx), table, s.meta, arrays)
+    return ProbeResult("hessian_density", name_of(ctx), table, s.meta, arrays)
 
 
 @register("loss_landscape_2d", needs=("classifier", "labels"), figure="Fig. 7a/b/d/e")
 def loss_landscape_probe(
     ctx: Any,
     directions: str = "hessian",
-    grid: int = 21,
+    grid: int = GRID,
     span: float = 0.5,
     n_batches: int = 1,
     batch_size: Optional[int] = None,
     params: ParamFilter = None,
-    tol: float = 1e-3,
+    tol: float = EIG_TOL,
     seed: Optional[int] = None,
     label_smoothing: Optional[float] = None,
 ) -> ProbeResult:
-    """Loss on θ + α v1 + β v2 (top-2 Hessian eigenvectors, or filter-normalised random directions)."""
-    s = _setup(ctx, n_batches, batch_size, label_smoothing, seed, params)
+    """Loss on θ + α v1 + β v2 (top-2 Hessian eigenvectors, shared with ``hessian_top_eigs``, or
+    filter-normalised random directions); the metadata say whether θ is the grid's lowest point."""
+    s = setup(ctx, n_batches, batch_size, label_smoothing, seed, params)
+    top = shared_top(s, 2, "lanczos", tol, EIG_STEPS, params) if directions == "hessian" else None
+    given = top.eigenvectors if top is not None else directions
     ls = loss_landscape_2d(
-        s.model, s.loss_fn, s.batches, directions=directions, grid=grid, span=span, params=params, seed=s.seed, tol=tol
+        s.model, s.loss_fn, s.batches, directions=given, grid=grid, span=span, params=params, seed=s.seed, tol=tol
     )
-    s.meta.update(directions=directions, grid=grid, span=span, eigenvalues=ls.eigenvalues, products=ls.products)
+    table = ls.to_frame()
+    if top is not None:
+        ls.directions, ls.eigenvalues, ls.products = "hessian", top.eigenvalues, top.products
+        s.meta.update(_eig_status(top, tol), budget=top.budget)
+        table = pd.concat([table, pd.DataFrame([{"metric": "converged", "value": float(top.converged)}])])
+    s.meta.update(directions=ls.directions, grid=grid, span=span, eigenvalues=ls.eigenvalues, products=ls.products)
+    s.meta.update(ls.centre())
     s.meta["normalisation"] = "none (unit eigenvectors)" if directions == "hessian" else "per-row filter norm"
     arrays = {"alpha": ls.alpha, "beta": ls.beta, "loss": ls.loss}
-    return ProbeResult("loss_landscape_2d", _name(ctx), ls.to_frame(), s.meta, arrays)
+    return ProbeResult("loss_landscape_2d", name_of(ctx), table.reset_index(drop=True), s.meta, arrays)
 
 
 __all__ = ["hessian_top_eigs", "hessian_trace_probe", "hessian_density", "loss_landscape_probe"]

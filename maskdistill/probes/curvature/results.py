@@ -4,7 +4,7 @@ standard error, and the spectral density's quadrature nodes and weights."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List
+from typing import Any, List, Optional
 
 import numpy as np
 import torch
@@ -20,6 +20,13 @@ class EigenResult:
     converged: bool
     method: str
     param_names: List[str] = field(default_factory=list)
+    residuals: List[float] = field(default_factory=list)  # an eigenvalue of H lies within residuals[i]
+    budget: int = 0  # the most products the solver was allowed
+    krylov: Optional[Any] = field(default=None, repr=False)  # the Lanczos run, for a deflated trace
+
+    @property
+    def relative_residuals(self) -> List[float]:
+        return [r / max(abs(v), 1e-300) for r, v in zip(self.residuals, self.eigenvalues)]
 
 
 @dataclass
@@ -30,6 +37,11 @@ class TraceResult:
     samples: int
     converged: bool
     method: str  # "hutchinson" | "hutchinson+deflation" | "exact"
+
+    @property
+    def relative_se(self) -> float:
+        """The tolerance reached: SE / |estimate| (what the "se" stopping rule compares with tol)."""
+        return self.se / max(abs(self.estimate), 1e-300)
 
     @property
     def ci95(self) -> tuple:

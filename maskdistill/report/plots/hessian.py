@@ -46,6 +46,19 @@ def _with_colors(results: Results, colors: Optional[Dict[str, str]]) -> Tuple[Di
     return res, dict(model_colors(list(res)), **(colors or {}))
 
 
+def _label(model: str, res: ProbeResult) -> str:
+    """The model's name, flagged when its solver stopped before its tolerance (meta ``converged``)."""
+    return f"{model} (not converged)" if res.meta.get("converged") is False else model
+
+
+def _yerr(t: pd.DataFrame) -> Optional[np.ndarray]:
+    """(2, n) distances to ``ci_low``/``ci_high`` of the rows ``t`` (None without interval columns)."""
+    if not {"ci_low", "ci_high"} <= set(t.columns) or t[["ci_low", "ci_high"]].isna().all().all():
+        return None
+    v = t["value"].to_numpy(float)
+    return np.abs(np.stack([v - t["ci_low"].to_numpy(float), t["ci_high"].to_numpy(float) - v]))
+
+
 def _surface(res: ProbeResult) -> tuple:
     if "loss" in res.arrays:
         return np.asarray(res.arrays["alpha"]), np.asarray(res.arrays["beta"]), np.asarray(res.arrays["loss"])
@@ -73,7 +86,7 @@ def plot_loss_landscape(results: Results, out_prefix: Path) -> List[Path]:
         ax.set_zlim(lo, hi)
         eig = res[model].meta.get("eigenvalues")
         sub = f"\nλ₁={eig[0]:.3g}, λ₂={eig[1]:.3g}" if eig else ""
-        ax.set_title(f"{model}{sub}", fontsize=9)
+        ax.set_title(f"{_label(model, res[model])}{sub}", fontsize=9)
         ax2 = fig.add_subplot(2, len(res), len(res) + i + 1)
         cs = ax2.contourf(A, B, loss, levels=20, cmap="viridis", vmin=lo, vmax=hi)
         ax2.contour(A, B, loss, levels=20, colors="k", linewidths=0.3)
@@ -114,7 +127,8 @@ def plot_top_eigenvalues(results: Results, out_prefix: Path, colors: Optional[Di
     for i, (model, r) in enumerate(res.items()):
         t = _whole(r.table)
         t = t[t.metric == "eigenvalue"].sort_values("index")
-        ax.bar(t["index"].to_numpy() + i * width, t["value"], width, color=colors[model], label=model)
+        x = t["index"].to_numpy() + i * width
+        ax.bar(x, t["value"], width, yerr=_yerr(t), capsize=3, color=colors[model], label=_label(model, r))
     ax.set_xticks(np.arange(2) + 0.4 - width / 2)
     ax.set_xticklabels(["λ₁", "λ₂"])
     ax.set_ylabel("eigenvalue")
@@ -132,16 +146,21 @@ def plot_top_eigenvalues(results: Results, out_prefix: Path, colors: Optional[Di
 
 
 def plot_trace(results: Results, out_prefix: Path, colors: Optional[Dict[str, str]] = None) -> List[Path]:
-    """Hutchinson's trace per model with its 95 % interval."""
+    """Hutchinson's trace per model with its 95 % interval (the model flagged if not converged)."""
     res, colors = _with_colors(results, colors)
     if not res:
         return []
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(res), 3.4))
     for i, (model, r) in enumerate(res.items()):
-        t = _whole(r.table).set_index("metric")["value"]
-        ax.bar(i, t["trace"], 0.6, yerr=1.96 * t.get("trace_se", 0.0), color=colors[model], capsize=4)
+        t = _whole(r.table)
+        t = t[t.metric == "trace"]
+        err = _yerr(t)
+        if err is None:  # results saved before the interval columns: 1.96 SE
+            se = _whole(r.table).set_index("metric")["value"].get("trace_se", 0.0)
+            err = np.full((2, 1), 1.96 * se)
+        ax.bar(i, t["value"], 0.6, yerr=err, color=colors[model], capsize=4)
     ax.set_xticks(range(len(res)))
-    ax.set_xticklabels(list(res), rotation=30, fontsize=8)
+    ax.set_xticklabels([_label(m, r) for m, r in res.items()], rotation=30, fontsize=8)
     ax.set_ylabel("tr(H)")
     return save_figure(fig, out_prefix)
 

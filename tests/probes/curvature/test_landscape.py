@@ -82,6 +82,11 @@ def test_quadratic_surface_is_exact():
     df = ls.to_frame()
     assert list(df.columns) == ["alpha", "beta", "metric", "value"] and len(df) == 25
     assert np.isclose(df[(df.alpha == 0.5) & (df.beta == 0.0)].value.item(), -0.5)  # ½·(−4)·0.5²
+    centre = ls.centre()
+    assert centre["centre_loss"] == 0.0 and centre["centre_is_minimum"] is False  # a saddle
+    assert np.isclose(centre["grid_min_loss"], -0.5)
+    bowl = loss_landscape_2d(Theta(6), lambda t, a: 0.5 * t @ a @ t, [(torch.zeros(1), A @ A)], grid=5, span=0.5)
+    assert bowl.centre()["centre_is_minimum"] is True and bowl.centre()["centre_loss"] == 0.0
 
 
 def test_random_directions_are_filter_normalised_and_seeded():
@@ -211,3 +216,28 @@ def test_probes_run_on_the_real_probe_context():
     got = res.table[res.table.metric == "eigenvalue"].value.to_numpy()
     assert np.allclose(got, ref.eigenvalues, rtol=1e-6)
     assert res.meta["label_smoothing"] == 0.1 and res.meta["spec"] == ctx.spec and res.meta["images"] == 8
+
+
+def test_spread_over_batches_and_the_not_converged_flag(tmp_path):
+    from maskdistill.probes.curvature.hessian import top_eigenvalues
+    from maskdistill.report.plots import hessian as hp
+
+    ctx = Ctx()
+    ctx.memo = {}
+    eigs = get_probe("hessian_top_eigs").fn(ctx, n_batches=2, batch_size=4)
+    t = eigs.table
+    per = t[t.metric == "eigenvalue_batch"].sort_values(["batch", "index"]).value.to_numpy().reshape(2, 2)
+    for b, (x, y) in enumerate(ctx.labelled_batches(2, 4)):  # each batch alone, same solver and seed
+        assert np.allclose(per[b], top_eigenvalues(ctx.model, CE, [(x, y)], k=2, seed=0).eigenvalues, rtol=1e-5)
+    std = t[t.metric == "eigenvalue_batch_std"].sort_values("index").value.to_numpy()
+    assert np.allclose(std, per.std(axis=0, ddof=1)) and np.all(std > 0)
+    trace = get_probe("hessian_trace").fn(ctx, n_batches=2, batch_size=4, tol=0.3, max_iter=60)
+    assert (trace.table.metric == "trace_batch").sum() == 2 and (trace.table.metric == "trace_batch_std").sum() == 1
+    land = get_probe("loss_landscape_2d").fn(ctx, n_batches=2, batch_size=4, grid=3)
+    assert np.allclose(land.meta["eigenvalues"], t[t.metric == "eigenvalue"].value)  # the shared run
+    assert land.meta["centre_loss"] == land.arrays["loss"][1, 1] and "centre_is_minimum" in land.meta
+    stopped = get_probe("hessian_top_eigs").fn(Ctx(), batch_size=4, max_iter=2, k=2)
+    assert stopped.meta["converged"] is False
+    assert hp._label("m", stopped) == "m (not converged)" and hp._label("m", eigs) == "m"
+    paths = hp.plot_top_eigenvalues([stopped, eigs.__class__(eigs.probe, "b", eigs.table, eigs.meta)], tmp_path / "e")
+    assert all(p.stat().st_size > 1000 for p in paths)
