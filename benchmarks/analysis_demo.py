@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from maskdistill.probes.core.runner import run_analyze
+from maskdistill.train.demo_analysis import REPRESENTATION
 
 MODELS = {"ft_teacher": "finetune_teacher", "ft_student": "finetune_student"}
 CURVATURE = ("hessian_top_eigs", "hessian_trace", "hessian_density", "loss_landscape_2d")
@@ -84,6 +85,16 @@ def _print(run: Dict[str, Any], base: Optional[Dict[str, Any]]) -> None:
     if base is not None:
         ratio = run["seconds"] / base["seconds"]
         print(f"{'--bootstrap 0 (baseline)':28s} {base['seconds']:12.2f}   default / baseline = {ratio:.2f}x")
+        with_ci, without = representation_seconds(run), representation_seconds(base)
+        print(
+            f"{'attention/representation':28s} {with_ci:12.2f}   --bootstrap 0: {without:.2f} s, "
+            f"intervals add {with_ci / without - 1:+.0%} (target <= +20%)"
+        )
+
+
+def representation_seconds(run: Dict[str, Any]) -> float:
+    """The shared attention/representation pass and its probes (with their intervals), both models."""
+    return sum(v["seconds"] or 0.0 for p in REPRESENTATION for v in run["probes"].get(p, {}).values())
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
