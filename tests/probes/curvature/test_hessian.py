@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from helpers.models import tiny_vit
 from maskdistill.probes.curvature.hessian import (
@@ -30,37 +29,7 @@ from maskdistill.probes.curvature.hessian import (
     per_block_sharpness,
     top_eigenvalues,
 )
-
-CE = nn.CrossEntropyLoss()
-
-
-@pytest.fixture(scope="module")
-def vit_case():
-    """A 691-parameter ViT, a batch of 6, and its exact Hessian (float64)."""
-    torch.set_num_threads(1)
-    m = tiny_vit(dtype=torch.float64)
-    g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(6, 1, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 3, (6,), generator=g)
-    names = [n for n, _ in m.named_parameters()]
-    shapes = [p.shape for p in m.parameters()]
-    theta = torch.cat([p.detach().reshape(-1) for p in m.parameters()])
-    m.eval()
-    for blk in m.blocks:
-        blk.attn.fused_attn = False
-
-    def f(t):
-        ps = [c.view(s) for c, s in zip(torch.split(t, [s.numel() for s in shapes]), shapes)]
-        return CE(functional_call(m, dict(zip(names, ps)), (x,)), y)
-
-    H = torch.autograd.functional.hessian(f, theta, vectorize=True)
-    for blk in m.blocks:
-        blk.attn.fused_attn = True
-    m.train()
-    return m, [(x, y)], H, names, shapes
-
-
-def by_magnitude(ev: torch.Tensor) -> torch.Tensor:
-    return ev[ev.abs().argsort(descending=True)]
+from probes.curvature.cases import CE, SPECTRUM, Theta, by_magnitude, quad_loss, sym_with_spectrum
 
 
 def snapshot(m: nn.Module):
@@ -166,30 +135,6 @@ def test_trace_of_tiny_vit(vit_case):
 
 
 # -- quadratics: ½θᵀAθ with known A --------------------------------------------------------------------
-
-
-class Theta(nn.Module):
-    """``forward(x) -> θ`` so that ``loss_fn(θ, A) = ½θᵀAθ`` has Hessian A everywhere."""
-
-    def __init__(self, theta: torch.Tensor):
-        super().__init__()
-        self.theta = nn.Parameter(theta.clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.theta
-
-
-def quad_loss(theta: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
-    return 0.5 * theta @ A @ theta
-
-
-def sym_with_spectrum(spectrum, seed=0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    Q, _ = torch.linalg.qr(torch.randn(len(spectrum), len(spectrum), generator=g, dtype=torch.float64))
-    return Q @ torch.diag(torch.tensor(spectrum, dtype=torch.float64)) @ Q.T
-
-
-SPECTRUM = [-10.0, 6.0, 3.0, 2.5, 1.0, 0.5, 0.25, -0.5, 0.1, 0.05] + [0.01] * 10
 
 
 @pytest.mark.parametrize("method", ["lanczos", "power"])
@@ -377,83 +322,3 @@ def test_vit4mnist_lanczos_and_power_agree_on_lambda1():
     u, w = (torch.cat([t.reshape(-1) for t in r.eigenvectors[0]]) for r in (lz, pw))
     assert abs(float(u @ w)) > 0.99
     assert_bitwise(model, before)
-
-
-# -- uncertainty and honesty: intervals against exact values, unconverged runs flagged -----------------
-
-
-@pytest.mark.parametrize("method,max_iter", [("lanczos", 4), ("lanczos", 7), ("power", 6)])
-def test_residual_bounds_contain_exact_eigenvalues(method, max_iter):
-    """Stopped early (not converged) the Ritz values are off, but each residual bound still holds an
-    eigenvalue of A; the top one's interval holds λ1 itself."""
-    A = sym_with_spectrum(SPECTRUM)
-    exact = np.asarray(SPECTRUM)
-    m = Theta(torch.randn(20, dtype=torch.float64))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = top_eigenvalues(m, quad_loss, [(torch.zeros(1), A)], k=2, method=method, tol=1e-12, max_iter=max_iter)
-    assert not res.converged and len(res.residuals) == 2
-    for v, r in zip(res.eigenvalues, res.residuals):
-        assert r > 1e-6  # a real, non-trivial bound
-        assert np.any(np.abs(exact - v) <= r * (1 + 1e-12)), (v, r)
-    assert abs(res.eigenvalues[0] - (-10.0)) <= res.residuals[0]
-    tight = top_eigenvalues(m, quad_loss, [(torch.zeros(1), A)], k=2, tol=1e-9, max_iter=50)
-    assert tight.converged and max(tight.relative_residuals) <= 1e-9
-    assert all(abs(v - e) <= r + 1e-12 for v, e, r in zip(tight.eigenvalues, [-10.0, 6.0], tight.residuals))
-
-
-class VitCtx:
-    """A probe context over the tiny float64 ViT and batch whose exact Hessian ``vit_case`` holds."""
-
-    def __init__(self, case):
-        self.model, self.batches = case[0], case[1]
-        self.device, self.name, self.memo = torch.device("cpu"), "vit", {}
-
-    def labelled_batches(self, n_batches, batch_size):
-        return self.batches[:n_batches]
-
-
-def test_probe_intervals_cover_the_exact_values(vit_case, tmp_path):
-    from maskdistill.probes import ProbeResult, get_probe
-
-    H = vit_case[2]
-    ctx = VitCtx(vit_case)
-    eigs = get_probe("hessian_top_eigs").fn(ctx)
-    trace = get_probe("hessian_trace").fn(ctx, tol=0.2, max_iter=300)  # an indefinite H: tr ≪ Σ|λ|
-    for res in (eigs, trace):
-        res.save(tmp_path)
-    eigs, trace = (ProbeResult.load(tmp_path, r.probe) for r in (eigs, trace))  # what the CSV says
-    e = eigs.table.set_index(["metric", "index"])
-    exact = by_magnitude(torch.linalg.eigvalsh(H))[:2].numpy()
-    for i in range(2):
-        lo, hi = e.loc[("eigenvalue", i), ["ci_low", "ci_high"]]
-        assert lo <= exact[i] <= hi and hi - lo <= 2e-3 * abs(exact[i])
-    assert e.loc[("converged", 0), "value"] == 1 and eigs.meta["converged"] is True
-    assert eigs.meta["tolerance_reached"] <= eigs.meta["tolerance"] == 1e-3
-    t = trace.table.set_index("metric")
-    tr = float(torch.trace(H))
-    assert t.loc["converged", "value"] == 1 and trace.meta["converged"] is True
-    assert t.loc["tolerance_reached", "value"] <= 0.2 and trace.meta["tolerance"] == 0.2
-    assert t.loc["trace", "ci_low"] <= tr <= t.loc["trace", "ci_high"]
-    assert np.isclose(t.loc["trace", "ci_low"], t.loc["trace_ci95_low", "value"])
-    # the trace reused the eigenvalues' Lanczos run: its products include that run's, counted once
-    assert trace.meta["products"] == trace.meta["samples"] + eigs.meta["products"]
-    assert sum(k.startswith("curvature.top") for k in ctx.memo) == 1
-
-
-def test_probes_stopped_early_say_so(vit_case, tmp_path):
-    from maskdistill.probes import ProbeResult, get_probe
-
-    ctx = VitCtx(vit_case)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        eigs = get_probe("hessian_top_eigs").fn(ctx, max_iter=3)
-        trace = get_probe("hessian_trace").fn(ctx, tol=1e-6, max_iter=12, deflate=0)
-    for res in (eigs, trace):
-        res.save(tmp_path)
-        back = ProbeResult.load(tmp_path, res.probe)
-        t = back.table.set_index("metric")["value"]
-        assert t["converged"] == 0 and back.meta["converged"] is False
-        assert t["tolerance_reached"] > t["tolerance"] == back.meta["tolerance"]
-        assert back.meta["products"] <= back.meta["budget"]
-    assert eigs.meta["budget"] == 3 and trace.meta["budget"] == 12 and trace.meta["samples"] == 12
