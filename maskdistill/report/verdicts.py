@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from maskdistill.probes.core.intervals import LEVEL, paired, replicates
+from maskdistill.probes.core.intervals import paired, percentile_interval, replicates
 from maskdistill.probes.core.registry import ProbeResult
 from maskdistill.report.claims import CLAIMS, MODEL, Claim, layer_groups
 
@@ -76,9 +76,8 @@ def delta_interval(t: Measured, s: Measured) -> Tuple[Optional[Tuple[float, floa
     """The delta's interval and how it was taken ("paired bootstrap" / "bootstrap" / "bounds" / "")."""
     if t.reps is not None and s.reps is not None:
         b = min(len(t.reps), len(s.reps))  # the same resamples row by row (see Bootstrap.count_chunks)
-        d = s.reps[:b] - t.reps[:b]
-        a = (1.0 - LEVEL) / 2.0
-        return (float(np.quantile(d, a)), float(np.quantile(d, 1.0 - a))), "bootstrap"
+        lo, hi = percentile_interval(s.reps[:b] - t.reps[:b])
+        return (float(lo), float(hi)), "bootstrap"
     ct = t.ci or _ci_of(t)
     cs = s.ci or _ci_of(s)
     if ct is not None and cs is not None:
@@ -89,8 +88,8 @@ def delta_interval(t: Measured, s: Measured) -> Tuple[Optional[Tuple[float, floa
 def _ci_of(m: Measured) -> Optional[Tuple[float, float]]:
     if m.reps is None:
         return None
-    a = (1.0 - LEVEL) / 2.0
-    return float(np.quantile(m.reps, a)), float(np.quantile(m.reps, 1.0 - a))
+    lo, hi = percentile_interval(m.reps)
+    return float(lo), float(hi)
 
 
 def verdict(ci: Optional[Tuple[float, float]], claim: Claim, no_interval: str = "") -> str:

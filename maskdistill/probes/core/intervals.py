@@ -36,6 +36,16 @@ def _cached_counts(boot: "Bootstrap", n: int) -> np.ndarray:
     return counts
 
 
+def percentile_interval(replicates: np.ndarray, level: float = LEVEL) -> Tuple[np.ndarray, np.ndarray]:
+    """The percentile interval (low, high) of coverage ``level`` over axis 0 of ``replicates``; NaN
+    replicates (a ratio with no trial in its denominator) are left out."""
+    a = (1.0 - level) / 2.0
+    r = np.asarray(replicates, dtype=np.float64)
+    with warnings.catch_warnings():  # a ratio undefined in every replicate (no trial of a category): NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanquantile(r, a, axis=0), np.nanquantile(r, 1.0 - a, axis=0)
+
+
 def array_key(metric: str) -> str:
     """The array name under which a result keeps the replicates of ``metric``."""
     return PREFIX + metric
@@ -91,11 +101,7 @@ class Bootstrap:
     def interval(self, replicates: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Percentile interval (low, high) over axis 0 of ``replicates``; NaN replicates (a ratio with no
         trial in its denominator) are left out."""
-        a = (1.0 - self.level) / 2.0
-        r = np.asarray(replicates, dtype=np.float64)
-        with warnings.catch_warnings():  # a ratio undefined in every replicate (no trial of a category): NaN
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanquantile(r, a, axis=0), np.nanquantile(r, 1.0 - a, axis=0)  # undefined replicates left out
+        return percentile_interval(replicates, self.level)
 
     def describe(self, n: int, unit: str = "image") -> Dict[str, Any]:
         return dict(asdict(self), n=int(n), unit=unit, method="percentile")
@@ -155,5 +161,6 @@ __all__ = [
     "bound_interval",
     "normal_half_width",
     "paired",
+    "percentile_interval",
     "replicates",
 ]
