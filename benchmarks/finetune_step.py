@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
 from maskdistill.config import load_config
-from maskdistill.train.distributed import Dist
+from maskdistill.parallel.group import Dist
 from maskdistill.train.finetune import build_task
 from maskdistill.train.finetune_config import FinetuneConfig
 from maskdistill.train.job import Job

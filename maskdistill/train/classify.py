@@ -16,7 +16,7 @@ from torch import nn
 from maskdistill.config import JobConfig
 from maskdistill.data.transforms import to_unit
 from maskdistill.models.loading import check_timm_name
-from maskdistill.train.distributed import Dist
+from maskdistill.parallel.group import Dist
 from maskdistill.train.session import Session
 
 

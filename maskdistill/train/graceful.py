@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from maskdistill.errors import Interrupted
-from maskdistill.train.distributed import barrier
+from maskdistill.parallel.group import barrier
 
 log = logging.getLogger(__name__)
 

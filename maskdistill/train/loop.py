@@ -26,7 +26,8 @@ from maskdistill.models.modes import eval_mode
 from maskdistill.runs.checkpoint import save_checkpoint
 from maskdistill.runs.verify import newest_verified
 from maskdistill.train.callbacks import due
-from maskdistill.train.distributed import Dist, sum_across
+from maskdistill.parallel.collectives import sum_across
+from maskdistill.parallel.group import Dist
 from maskdistill.train.graceful import announce, stop_gracefully
 from maskdistill.train.job import Job
 from maskdistill.train.loop_setup import LoopRun, open_loop

@@ -22,7 +22,7 @@ from maskdistill.runs.checkpoint import find_checkpoint, load_checkpoint
 from maskdistill.runs.metrics import MetricsWriter
 from maskdistill.runs.wandb_log import open_wandb
 from maskdistill.train.callbacks import Callback, LoopState
-from maskdistill.train.distributed import Dist
+from maskdistill.parallel.group import Dist
 from maskdistill.train.job import Job, plan_steps
 from maskdistill.train.optim import build_optimizer
 from maskdistill.train.signals import ignore_stop_signals

@@ -16,7 +16,7 @@ from maskdistill.distill.parts import Whitening, build_decoder
 from maskdistill.models.flex import use_flex_attention
 from maskdistill.models.student import build_student
 from maskdistill.models.teacher import build_teacher, describe
-from maskdistill.train.distributed import Dist
+from maskdistill.parallel.group import Dist
 from maskdistill.train.session import Session
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from maskdistill.models.device import resolve_device
 from maskdistill.runs.folder import RESUME_FREE, prepare_run_dir
 from maskdistill.runs.lock import RunLock, acquire, check_unlocked
 from maskdistill.runs.wandb_log import require_wandb
-from maskdistill.train.distributed import Dist, barrier, init_distributed
+from maskdistill.parallel.group import Dist, barrier, init_distributed
 from maskdistill.train.graceful import clear_stopped
 from maskdistill.train.job import Job
 from maskdistill.train.loop import run

@@ -24,7 +24,7 @@ from maskdistill.data.transforms import eval_transform
 from maskdistill.distill.tokenizer import VQKD, VQKDConfig
 from maskdistill.distill.tokenizer_build import build_tokenizer
 from maskdistill.train.callbacks import Callback, LoopState
-from maskdistill.train.distributed import Dist
+from maskdistill.parallel.group import Dist
 from maskdistill.train.session import Session
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from maskdistill.data.pipeline import SeededSamples
 from maskdistill.data.synthetic import ShapesTextures
 from maskdistill.data.transforms import pretrain_transform
 from maskdistill.runs.metrics import read_metrics
-from maskdistill.train.distributed import Dist
+from maskdistill.parallel.group import Dist
 from maskdistill.train.job import Job
 from maskdistill.train.loop import run
 from maskdistill.train.optim import cosine_lr

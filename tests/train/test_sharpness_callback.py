@@ -21,7 +21,7 @@ from maskdistill.probes.curvature.hessian import hessian_trace, top_eigenvalues
 from maskdistill.report.plots.hessian import load_sharpness, plot_sharpness
 from maskdistill.runs.metrics import read_metrics
 from maskdistill.train.classify import Classifier
-from maskdistill.train.distributed import Dist
+from maskdistill.parallel.group import Dist
 from maskdistill.train.job import Job
 from maskdistill.train.loop import run
 from maskdistill.train.sharpness import SharpnessCallback

@@ -10,14 +10,17 @@ import torch
 import torch.distributed as dist
 
 
-@dataclass
+@dataclass(frozen=True)
 class Dist:
+    """Who this process is among the job's processes (one process: rank 0 of 1)."""
+
     rank: int = 0
     world: int = 1
     local_rank: int = 0
 
     @property
     def main(self) -> bool:
+        """The rank that writes files and logs (rank 0)."""
         return self.rank == 0
 
     @property
@@ -25,10 +28,18 @@ class Dist:
         return self.world > 1
 
 
+SINGLE = Dist()
+
+
+def launched() -> bool:
+    """Whether torchrun (or SLURM through it) started this process as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def init_distributed(device: torch.device) -> Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
+    """Join the job's process group (NCCL on CUDA, gloo otherwise); one process without torchrun."""
+    if not launched():
+        return SINGLE
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
@@ -36,21 +47,9 @@ def init_distributed(device: torch.device) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def mean_across(x: torch.Tensor, d: Dist) -> torch.Tensor:
-    if d.enabled:
-        x = x.detach().clone()
-        dist.all_reduce(x)
-        x /= d.world
-    return x
-
-
-def sum_across(x: torch.Tensor, d: Dist) -> torch.Tensor:
-    if d.enabled:
-        x = x.detach().clone()
-        dist.all_reduce(x)
-    return x
-
-
 def barrier(d: Dist) -> None:
     if d.enabled:
         dist.barrier()
+
+
+__all__ = ["Dist", "SINGLE", "barrier", "init_distributed", "launched"]
