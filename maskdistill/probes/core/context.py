@@ -11,6 +11,9 @@ to measure one model on one image set (paper Secs. 3-5).
   where the data's classes cannot be mapped, which the ``labels`` need refuses with the fix);
 - the bootstrap settings behind every interval (:mod:`maskdistill.probes.core.intervals`; None: no
   intervals), seeded by the analysis seed so that the models of a pair share their resamples;
+- the process group (``world``; one process unless run under torchrun): each rank streams its
+  contiguous share of the images (:meth:`ProbeContext.batches`) and holds its share of the
+  curvature probes' images (:meth:`ProbeContext.labelled_batches`, ``hessian_images`` of them);
 - the autocast dtype (bf16 on CUDA, none on CPU), the seed, and a memo for shared passes:
   :meth:`ProbeContext.shared_pass` runs the one streaming forward pass behind the attention and
   representation probes (Secs. 3-4) and keeps its small results for the others.
@@ -31,6 +34,8 @@ from maskdistill.data.analysis_data import AnalysisData
 from maskdistill.models.device import resolve_device
 from maskdistill.models.label_names import head_names
 from maskdistill.models.spec import ModelInfo, load_model
+from maskdistill.parallel.group import SINGLE, Dist
+from maskdistill.parallel.shards import RankBatches, batch_pieces, shard_range
 from maskdistill.probes.core.intervals import Bootstrap
 from maskdistill.probes.core.labels import LabelMap, LabelMapError, check_mode, map_labels
 from maskdistill.probes.core.model_input import input_size, split_spec
@@ -57,6 +62,8 @@ class ProbeContext:
     label_smoothing: float = 0.0  # the loss of the Hessian probes
     bootstrap: Optional[Bootstrap] = field(default_factory=Bootstrap)  # intervals over images (None: off)
     labels: str = "by-name"  # how data labels map onto the head: by-name | folder-order (stated by the user)
+    world: Dist = SINGLE  # the processes sharing this analysis (torchrun); each takes its share of the images
+    hessian_images: Optional[int] = None  # images of the curvature probes (None: their n_batches x batch_size)
     memo: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -121,25 +128,39 @@ class ProbeContext:
             self.memo["dataset"] = self.data.subset(self.images, self.seed, self.transform())
         return self.memo["dataset"]
 
+    @property
+    def shard_start(self) -> int:
+        """The dataset position of this rank's first image in :meth:`batches`."""
+        return shard_range(len(self.dataset()), self.world).start
+
     def batches(self, batch_size: Optional[int] = None, desc: str = "") -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        """Stream (images (B, 3, S, S) float normalised, labels (B,)) on the device; a progress bar
-        in images/s when ``progress``."""
+        """Stream this rank's share of the images (all of them in one process) as (images (B, 3,
+        S, S) float normalised, labels (B,)) on the device; a progress bar in images/s when
+        ``progress`` (on the main rank)."""
+        from torch.utils.data import Subset
+
+        ds = self.dataset()
+        mine = shard_range(len(ds), self.world)
+        yield from self._load(Subset(ds, list(mine)), dict(batch_size=batch_size or self.batch_size), desc)
+
+    def _load(
+        self, ds: Any, batching: Dict[str, Any], desc: str
+    ) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         from torch.utils.data import DataLoader
         from tqdm.auto import tqdm
 
-        ds = self.dataset()
         loader = DataLoader(
             ds,
-            batch_size=batch_size or self.batch_size,
-            shuffle=False,
+            **batching,
             num_workers=self.workers,
             pin_memory=self.device.type == "cuda",
         )
+        sampler = batching.get("batch_sampler")
         with tqdm(
-            total=len(ds),
+            total=sum(len(b) for b in sampler) if sampler is not None else len(ds),
             unit="img",
             desc=desc or self.name,
-            disable=not self.progress,
+            disable=not (self.progress and self.world.main),
             dynamic_ncols=True,
             leave=False,
         ) as bar:
@@ -182,20 +203,27 @@ class ProbeContext:
             return torch.full_like(y, -1)  # never a data index posing as a head index
         return self.label_map().apply(y)
 
-    def labelled_batches(self, n_batches: int, batch_size: int) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-        """The same fixed labelled batches at every call (the first ``n_batches * batch_size`` of the
-        analysed images); labels must be classes the classifier has."""
+    def labelled_batches(
+        self, n_batches: int, batch_size: int, images: Optional[int] = None
+    ) -> RankBatches:
+        """The same fixed labelled batches at every call: the first ``images`` (default ``n_batches
+        * batch_size``) images of the seeded order -- beyond ``--images`` when asked -- cut into
+        batches of ``batch_size``; labels must be classes the classifier has. Under torchrun each
+        rank holds its contiguous share, cut where the batches are, so a batch split between two
+        ranks keeps its index (:class:`RankBatches`)."""
+        from torch.utils.data import Subset
+
         reason = self.missing(("labels", "classifier"))
         if reason:
             raise ValueError(f"{self.name}: labelled batches are unavailable: {'; '.join(reason)}.")
-        key = f"labelled:{n_batches}:{batch_size}"
+        want = int(images or n_batches * batch_size)
+        key = f"labelled:{want}:{batch_size}"
         if key not in self.memo:
-            out: List[Tuple[torch.Tensor, torch.Tensor]] = []
-            for x, y in self.batches(batch_size, desc=f"{self.name}: labelled batches"):
-                out.append((x, y))
-                if len(out) == n_batches:
-                    break
-            self.memo[key] = out
+            ds = self.dataset() if want <= self.images else self.data.subset(want, self.seed, self.transform())
+            n = min(want, len(ds))
+            pieces, ids, count = batch_pieces(n, batch_size, self.world)
+            out = self._load(Subset(ds, list(range(n))), dict(batch_sampler=pieces), f"{self.name}: labelled batches")
+            self.memo[key] = RankBatches(list(out), self.world, ids, count)
         return self.memo[key]
 
     # ------------------------------------------------------------------ needs

@@ -14,6 +14,9 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
+from maskdistill.parallel.collectives import gather_rows
+from maskdistill.parallel.group import Dist
+
 
 class PerImageValues:
     """Collects ``(B, ...)`` values per row (layer) batch after batch."""
@@ -21,13 +24,22 @@ class PerImageValues:
     def __init__(self) -> None:
         self.chunks: Dict[int, List[torch.Tensor]] = {}
         self.rows = 0
+        self.gathered: Optional[np.ndarray] = None  # every rank's values, once reduced
+        self.reduced = False
 
     def add(self, row: int, values: torch.Tensor, rows: int) -> None:
         self.rows = max(self.rows, int(rows))
         self.chunks.setdefault(int(row), []).append(values.detach().to(torch.float32))
 
+    def reduce(self, world: Dist) -> None:
+        """Every rank's values in image order (the ranks' shares are contiguous and in rank order)."""
+        self.gathered, self.reduced = gather_rows(self._local(), world), True
+
     def result(self) -> Optional[np.ndarray]:
         """(images, rows, ...) float32 on the CPU; None when nothing was added."""
+        return self.gathered if self.reduced else self._local()
+
+    def _local(self) -> Optional[np.ndarray]:
         if not self.chunks:
             return None
         per_row = [torch.cat(self.chunks[r]) for r in range(self.rows)]

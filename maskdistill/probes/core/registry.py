@@ -7,6 +7,7 @@ contract: ``maskdistill analyze --probes`` takes them."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set
@@ -33,13 +34,19 @@ class ProbeResult:
             raise ValueError(f"probe {self.probe!r}: its table lacks the column(s) {sorted(missing)}.")
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``folder/<probe>.csv``, ``.json`` and (if any arrays) ``.npz``; returns the CSV path."""
+        """Write ``folder/<probe>.csv``, ``.json`` and (if any arrays) ``.npz``; returns the CSV path.
+        Crash-safe: the old JSON goes first, each file is written under a temporary name and
+        renamed, and the JSON (which a resumed analysis reads to know the probe is done) comes
+        last, so a result is finished exactly when its JSON exists."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        done = folder / f"{self.probe}.json"
+        done.unlink(missing_ok=True)
         table = self.table.copy()
         if "model" not in table.columns:
             table.insert(0, "model", self.model)
-        table.to_csv(folder / f"{self.probe}.csv", index=False)
+        csv = folder / f"{self.probe}.csv"
+        _atomic(csv, lambda fh: fh.write(table.to_csv(index=False).encode()))
         meta = dict(
             self.meta,
             probe=self.probe,
@@ -47,13 +54,13 @@ class ProbeResult:
             version=self.meta.get("version", __version__),
             arrays=sorted(self.arrays),
         )
-        (folder / f"{self.probe}.json").write_text(json.dumps(meta, indent=1, default=_jsonable) + "\n")
         npz = folder / f"{self.probe}.npz"
         if self.arrays:
-            np.savez_compressed(npz, **self.arrays)
+            _atomic(npz, lambda fh: np.savez_compressed(fh, **self.arrays))
         elif npz.exists():
             npz.unlink()  # a stale array file of an earlier run would contradict the new table
-        return folder / f"{self.probe}.csv"
+        _atomic(done, lambda fh: fh.write((json.dumps(meta, indent=1, default=_jsonable) + "\n").encode()))
+        return csv
 
     @classmethod
     def load(cls, folder: str | Path, probe: str) -> "ProbeResult":
@@ -121,6 +128,15 @@ PROBE_MODULES = (
     "maskdistill.probes.decisions.probes",
     "maskdistill.probes.decisions.accuracy",
 )
+
+
+def _atomic(path: Path, write: Callable[[Any], Any]) -> None:
+    """``write(handle)`` into a temporary file, then rename it onto ``path`` (a killed run leaves
+    no half-written file). A handle, not a name: ``np.savez`` would append ".npz" to a name."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        write(fh)
+    os.replace(tmp, path)
 
 
 def load_builtin() -> None:

@@ -9,6 +9,11 @@ sums over images, per-layer sums of curves, one C x C scatter matrix per layer),
 grow with the number of images and no layer's attention outlives its own block. The pass also keeps,
 as uint8 pictures, the few input images an accumulator asks for (those under the attention maps).
 
+Under torchrun each rank streams its contiguous share of the images (``ctx.batches()``), and before
+``finish`` every accumulator's state is reduced across the ranks (:func:`reduce_state`): running
+sums all-reduced, per-image values gathered in image order, kept maps and pictures gathered, so
+every rank finishes with what one process would have.
+
 The probe families register their statistics groups here (:func:`register_group`), each with the
 accumulator it feeds; this module knows none of them by name.
 
@@ -27,6 +32,9 @@ import numpy as np
 import torch
 
 from maskdistill.models.capture import capture
+from maskdistill.parallel.collectives import gather_objects, sum_across, sum_floats
+from maskdistill.parallel.group import SINGLE, Dist
+from maskdistill.probes.core.per_image import PerImageValues
 from maskdistill.probes.core.registry import load_builtin
 
 
@@ -55,9 +63,31 @@ class Accumulator:
     def tokens(self, layer: int, x: torch.Tensor, layout: Layout) -> None:
         """The residual stream (B, T, C) at token layer ``layer``, in the model's dtype."""
 
+    def reduce(self, world: Dist) -> None:
+        """Combine this state with the other ranks' (in place); a group whose state holds more than
+        :class:`LayerSums`, :class:`PerImageValues` and objects with a ``reduce`` overrides it."""
+        for value in vars(self).values():
+            reduce_state(value, world)
+
     def finish(self, n_images: int) -> Any:
         """The group's result after ``n_images`` images; raises when they cannot give it."""
         raise NotImplementedError
+
+
+def reduce_state(value: Any, world: Dist) -> None:
+    """Reduce one piece of accumulator state across the ranks: anything with a ``reduce(world)``
+    (running sums, per-image values, nested accumulators), inside dicts, lists and tuples; other
+    values (caches, settings) are left alone. Every rank walks its state in the same order."""
+    if not world.enabled:
+        return
+    if callable(getattr(value, "reduce", None)) and not isinstance(value, type):
+        value.reduce(world)
+    elif isinstance(value, dict):
+        for v in value.values():
+            reduce_state(v, world)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            reduce_state(v, world)
 
 
 class LayerSums:
@@ -70,6 +100,11 @@ class LayerSums:
         if self.total is None:
             self.total = torch.zeros((rows,) + tuple(value.shape), dtype=torch.float64, device=value.device)
         self.total[row] += value.to(torch.float64)
+
+    def reduce(self, world: Dist) -> None:
+        """The sums over every rank's images."""
+        if self.total is not None:
+            self.total = sum_across(self.total, world)
 
     def result(self) -> Optional[torch.Tensor]:
         """The sums on the CPU (None when nothing was added)."""
@@ -205,7 +240,8 @@ def _stream(
     keep = set().union(*(a.images for a in accs.values()))
     last = max(keep, default=-1)
     d = _Dispatch(accs)
-    offset = 0
+    offset = int(getattr(ctx, "shard_start", 0))  # this rank's first image (0 in one process)
+    first = offset
     with (
         capture(
             ctx.model,
@@ -233,7 +269,7 @@ def _stream(
             with ctx.autocast():
                 ctx.model(x)
             offset += n
-    return offset, Layout(cap.depth, cap.num_prefix, cap.patch_size, tuple(d.grid or cap.static_grid))
+    return offset - first, Layout(cap.depth, cap.num_prefix, cap.patch_size, tuple(d.grid or cap.static_grid))
 
 
 def run_shared_pass(
@@ -246,7 +282,13 @@ def run_shared_pass(
     accs = _accumulators(groups, requests or {})
     kept: Dict[int, np.ndarray] = {}
     start = time.perf_counter()
+    world: Dist = getattr(ctx, "world", SINGLE)
     n_images, layout = _stream(ctx, accs, kept, images_only)
+    if world.enabled:
+        n_images = int(sum_floats([float(n_images)], world)[0])
+        for acc in accs.values():
+            acc.reduce(world)
+        kept = {k: v for part in gather_objects(kept, world) for k, v in part.items()}
     results = {g: acc.finish(n_images) for g, acc in accs.items()}
     if n_images == 0:
         raise ValueError(f"the data gave no images to analyse ({ctx.data.spec}).")
@@ -270,6 +312,7 @@ __all__ = [
     "SharedStats",
     "StatisticsGroup",
     "group_names",
+    "reduce_state",
     "register_group",
     "run_shared_pass",
 ]

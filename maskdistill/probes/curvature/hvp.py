@@ -15,6 +15,13 @@ The loss over several batches is the sample-weighted mean Σ_b n_b·L_b / Σ_b n
 loss over all samples for a mean-reduced criterion (PyHessian weights its data loader the same way).
 The operator never writes ``.grad`` and never changes a parameter. Run it inside
 :func:`maskdistill.models.modes.curvature_mode` (the public functions in ``hessian.py`` do).
+
+Data-parallel (``torchrun``): given :class:`~maskdistill.parallel.shards.RankBatches` -- this rank's share of the images and the
+process group -- the weights are taken over every rank's images, and the loss, the gradient and
+every product are the all-reduced sums of the ranks' parts, so each rank holds the same Hv. The
+solvers above it (Lanczos, power iteration, Hutchinson, quadrature, the landscape) then run in
+lock-step on every rank with the same seeded random vectors and reach the same result; nothing
+else in them knows of the other processes.
 """
 
 from __future__ import annotations
@@ -24,10 +31,17 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from maskdistill.parallel.collectives import sum_across, sum_floats
+from maskdistill.parallel.group import SINGLE, Dist
+from maskdistill.parallel.shards import RankBatches
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Batches = Sequence[Tuple[torch.Tensor, torch.Tensor]]
 ParamFilter = Union[None, str, Sequence[str], Callable[[str, nn.Parameter], bool]]
 METHODS = ("reverse", "forward")
+# The cached first-order graph holds every local image's activations twice over; above this many
+# images on one rank a product rebuilds it batch by batch instead (memory of one batch's graph).
+CACHE_IMAGES = 256
 
 
 def _matches(name: str, prefix: str) -> bool:
@@ -58,9 +72,9 @@ def select_params(model: nn.Module, params: ParamFilter = None) -> List[Tuple[st
     return chosen
 
 
-def check_batches(batches: Batches) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+def check_batches(batches: Batches, allow_empty: bool = False) -> List[Tuple[torch.Tensor, torch.Tensor]]:
     batches = list(batches)
-    if not batches:
+    if not batches and not allow_empty:
         raise ValueError(
             "batches is empty: the Hessian needs at least one (inputs, targets) batch; pass e.g. [(images, labels)]."
         )
@@ -96,13 +110,18 @@ class HessianOperator:
         batches: Batches,
         params: ParamFilter = None,
         method: str = "reverse",
-        cache_graph: bool = True,
+        cache_graph: Optional[bool] = None,
     ):
         if method not in METHODS:
             raise ValueError(f"method={method!r}; choose one of {METHODS}.")
-        self.model, self.loss_fn, self.method, self.cache_graph = model, loss_fn, method, cache_graph
-        self.batches = check_batches(batches)
-        total = sum(_size(x) for x, _ in self.batches)
+        self.world: Dist = getattr(batches, "world", SINGLE)
+        self.model, self.loss_fn, self.method = model, loss_fn, method
+        self.batches = check_batches(batches, allow_empty=self.world.enabled)
+        local = sum(_size(x) for x, _ in self.batches)
+        self.cache_graph = local <= CACHE_IMAGES if cache_graph is None else cache_graph
+        total = sum_floats([float(local)], self.world)[0]  # every rank's images weigh the same
+        if total == 0:
+            raise ValueError("no rank holds an image of the Hessian's batches; give the probe images.")
         self.weights = [_size(x) / total for x, _ in self.batches]
         named = select_params(model, params)
         self.names = [n for n, _ in named]
@@ -133,15 +152,18 @@ class HessianOperator:
 
     def loss(self) -> float:
         with torch.no_grad():
-            return float(sum(self._batch_loss(x, y, w).double() for (x, y), w in zip(self.batches, self.weights)))
+            mine = float(sum(self._batch_loss(x, y, w).double() for (x, y), w in zip(self.batches, self.weights)))
+        return sum_floats([mine], self.world)[0]
 
     def gradient(self) -> torch.Tensor:
         """∇L over the selected parameters, flat (n,)."""
-        g = None
+        g = self._zeros()
         for (x, y), w in zip(self.batches, self.weights):
-            gb = self.flatten(torch.autograd.grad(self._batch_loss(x, y, w), self.params, allow_unused=True))
-            g = gb if g is None else g + gb
-        return g
+            g = g + self.flatten(torch.autograd.grad(self._batch_loss(x, y, w), self.params, allow_unused=True))
+        return sum_across(g, self.world)
+
+    def _zeros(self, *lead: int) -> torch.Tensor:
+        return torch.zeros(*lead, self.n, dtype=self.dtype, device=self.device)
 
     def _grads_with_graph(self, x: torch.Tensor, y: torch.Tensor, w: float) -> List[Optional[torch.Tensor]]:
         return list(torch.autograd.grad(self._batch_loss(x, y, w), self.params, create_graph=True, allow_unused=True))
@@ -153,14 +175,19 @@ class HessianOperator:
             raise ValueError(f"v has shape {tuple(v.shape)}, expected ({self.n},) (the selected parameters).")
         v = v.to(self.dtype)
         self.products += 1
+        return sum_across(self._local_matvec(v), self.world)
+
+    def _local_matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """This rank's part of Hv (all of it in one process)."""
+        if not self.batches:
+            return torch.zeros_like(v)
         if self.method == "forward":
             return self._forward_over_reverse(v)
         if self.cache_graph:
             return self._backward(self._cached_graph(), v, retain=True)
-        hv = None
+        hv = torch.zeros_like(v)
         for (x, y), w in zip(self.batches, self.weights):
-            part = self._backward(self._grads_with_graph(x, y, w), v, retain=False)
-            hv = part if hv is None else hv + part
+            hv = hv + self._backward(self._grads_with_graph(x, y, w), v, retain=False)
         return hv
 
     def matmat(self, vs: torch.Tensor) -> torch.Tensor:
@@ -169,6 +196,10 @@ class HessianOperator:
         faster than s single products on small and medium models."""
         if vs.ndim != 2 or vs.shape[1] != self.n:
             raise ValueError(f"vs has shape {tuple(vs.shape)}, expected (s, {self.n}).")
+        if self.world.enabled:  # one all-reduce for the block of products
+            self.products += vs.shape[0]
+            local = torch.stack([self._local_matvec(v.to(self.dtype)) for v in vs])
+            return sum_across(local, self.world)
         if self.method == "reverse" and self.cache_graph and self._batched_ok:
             s = vs.shape[0]
             cols = [
@@ -260,6 +291,7 @@ def _sum_opt(ts: Sequence[Optional[torch.Tensor]]) -> Optional[torch.Tensor]:
 
 
 __all__ = [
+    "CACHE_IMAGES",
     "HessianOperator",
     "select_params",
     "check_batches",

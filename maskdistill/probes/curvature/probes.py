@@ -6,7 +6,10 @@ What they need from the probe context (duck-typed, so any object with these work
 - ``ctx.model``: the classifier, ``model(inputs) -> logits (B, classes)`` on the inputs below;
 - ``ctx.device``: where to run;
 - ``ctx.labelled_batches(n_batches, batch_size) -> list[(inputs (B, C, H, W), labels (B,))]``: the
-  same fixed, normalised, labelled batches at every call (labels from the data folder);
+  same fixed, normalised, labelled batches at every call (labels from the data folder); under
+  torchrun this rank's share as a :class:`~maskdistill.parallel.shards.RankBatches`, and with
+  ``ctx.hessian_images`` (``--hessian-images``) ``labelled_batches(n, batch_size, images=N)``:
+  N images in batches of ``batch_size``, whatever ``n_batches`` says;
 - optional ``ctx.name`` (the model's name in the results) and ``ctx.label_smoothing`` (the training
   loss; default 0, plain cross-entropy — the value used is written into the metadata).
 
@@ -35,6 +38,7 @@ TRACE_TOL = 0.05  # Hutchinson: stop at SE ≤ tol·|trace| (the 95 % interval i
 TRACE_SAMPLES = 100  # Hutchinson probes after the deflation: the trace's own product budget
 DENSITY_STEPS = 30  # Lanczos steps of the quadrature: the density's product budget
 GRID = 11  # landscape points per axis (odd: the centre is θ itself); 121 losses
+PER_BATCH_MAX = 8  # the spread over batches is measured by default for 2..8 batches (one solve each)
 
 
 def _padded(runs: Sequence[np.ndarray], width: int) -> np.ndarray:
@@ -44,8 +48,8 @@ def _padded(runs: Sequence[np.ndarray], width: int) -> np.ndarray:
 
 def _each_batch(s: Setup, per_batch: Optional[bool]) -> List[int]:
     """The batches to measure one by one: all of them when asked (default: when there are several)."""
-    wanted = len(s.batches) > 1 if per_batch is None else per_batch
-    return list(range(len(s.batches))) if wanted and len(s.batches) > 1 else []
+    wanted = 1 < s.n_batches <= PER_BATCH_MAX if per_batch is None else per_batch
+    return list(range(s.n_batches)) if wanted and s.n_batches > 1 else []
 
 
 def _eig_status(res: EigenResult, tol: float) -> Dict[str, Any]:
@@ -95,14 +99,13 @@ def _trace(
 ) -> Tuple[TraceResult, int, int]:
     """The trace on all batches (or one), deflated by the shared top-2 Lanczos run when ``deflate``
     is None -> (TraceResult, products of the eigen part, its budget)."""
+    batches = s.batches if batch is None else s.batch(batch)
     if deflate is not None:
-        batches = s.batches if batch is None else [s.batches[batch]]
         tr = hessian_trace(
             s.model, s.loss_fn, batches, tol=tol, max_iter=max_iter, params=params, seed=s.seed, deflate=deflate
         )
         return tr, 0, deflate
     top = shared_top(s, 2, "lanczos", EIG_TOL, EIG_STEPS, params, batch=batch)
-    batches = s.batches if batch is None else [s.batches[batch]]
     tr = deflated_trace(s.model, s.loss_fn, batches, top.krylov, params, seed=s.seed, tol=tol, max_iter=max_iter)
     return tr, top.products, top.budget
 

@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from maskdistill.parallel.group import SINGLE
+from maskdistill.parallel.shards import RankBatches
 from maskdistill.probes.curvature.hessian import top_eigenvalues
 from maskdistill.probes.curvature.hvp import ParamFilter
 from maskdistill.probes.curvature.results import EigenResult
@@ -32,11 +34,20 @@ class Setup:
 
     model: nn.Module
     loss_fn: nn.Module
-    batches: List[Batch]
+    batches: RankBatches  # this rank's share (all of them in one process)
     seed: int
     meta: Dict[str, Any]
     key: Tuple[Any, ...]
     memo: Optional[Dict[str, Any]]
+
+    @property
+    def n_batches(self) -> int:
+        """The measurement's batches over all ranks."""
+        return self.batches.count
+
+    def batch(self, b: int) -> RankBatches:
+        """Measurement batch ``b`` alone (this rank's parts of it)."""
+        return self.batches.only(b)
 
 
 def setup(
@@ -54,8 +65,12 @@ def setup(
             "point the analysis at a data folder with class sub-folders."
         )
     device = torch.device(getattr(ctx, "device", "cpu"))
-    batches = [(x.to(device), y.to(device)) for x, y in ctx.labelled_batches(n_batches, batch_size)]
-    if not batches:
+    images = getattr(ctx, "hessian_images", None)  # --hessian-images: the probes' images, in batches
+    given = ctx.labelled_batches(n_batches, batch_size, images=images) if images else ctx.labelled_batches(n_batches, batch_size)
+    if not isinstance(given, RankBatches):  # a plain list: one process
+        given = RankBatches(list(given), SINGLE, range(len(given)), len(given))
+    batches = given.moved(lambda b: (b[0].to(device), b[1].to(device)))
+    if not batches.count:
         raise ValueError("the probe context returned no labelled batches; the data folder has no labelled images.")
     ls = float(getattr(ctx, "label_smoothing", 0.0) if label_smoothing is None else label_smoothing)
     seed = int(getattr(ctx, "seed", 0) if seed is None else seed)
@@ -63,15 +78,16 @@ def setup(
         "loss": "cross-entropy",
         "label_smoothing": ls,
         "mode": "eval, eager attention, float32",
-        "images": sum(int(x.shape[0]) for x, _ in batches),
-        "n_batches": len(batches),
+        "images": _images(batches),
+        "n_batches": batches.count,
+        "processes": batches.world.world,
         "hessian_batch_size": batch_size,
         "seed": seed,
         "params": repr(params),
     }
     meta = ctx.meta(**mine) if callable(getattr(ctx, "meta", None)) else mine
     memo = getattr(ctx, "memo", None)
-    key = (len(batches), batch_size, ls, seed, repr(params))
+    key = (batches.count, batch_size, images, ls, seed, repr(params))
     return Setup(ctx.model, nn.CrossEntropyLoss(label_smoothing=ls), batches, seed, meta, key, memo)
 
 
@@ -88,13 +104,20 @@ def shared_top(
     key = f"curvature.top:{(s.key, k, method, tol, max_iter, batch)!r}"
     if s.memo is not None and key in s.memo:
         return s.memo[key]
-    batches = s.batches if batch is None else [s.batches[batch]]
+    batches = s.batches if batch is None else s.batch(batch)
     res = top_eigenvalues(
         s.model, s.loss_fn, batches, k=k, method=method, tol=tol, max_iter=max_iter, params=params, seed=s.seed
     )
     if s.memo is not None:
         s.memo[key] = res
     return res
+
+
+def _images(batches: RankBatches) -> int:
+    """The measurement's images over all ranks."""
+    from maskdistill.parallel.collectives import sum_floats
+
+    return int(sum_floats([float(sum(int(x.shape[0]) for x, _ in batches))], batches.world)[0])
 
 
 def name_of(ctx: Any) -> str:

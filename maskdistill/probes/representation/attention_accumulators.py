@@ -19,6 +19,8 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import torch
 
+from maskdistill.parallel.collectives import gather_objects
+from maskdistill.parallel.group import Dist
 from maskdistill.probes.core.per_image import PerImageValues
 from maskdistill.probes.core.shared_pass import Accumulator, LayerSums, Layout, register_group
 from maskdistill.probes.representation.attention_stats import attention_sums, drop_prefix, patch_distances
@@ -105,6 +107,13 @@ class MapKeeper(Accumulator):
                 a = drop_prefix(attn[b : b + 1], layout.num_prefix)[0]  # (H, N, N) renormalised: one image only
                 m = a.index_select(1, rows).reshape(a.shape[0], len(rows), *grid)  # (H, Q, rows, cols)
                 self.values[(img, block)] = m.cpu().numpy().astype(np.float32)
+
+    def reduce(self, world: Dist) -> None:
+        """Every rank's kept maps (each image lies on one rank)."""
+        parts = gather_objects((self.values, self.seen, self.resolved), world)
+        self.values = {k: v for values, _, _ in parts for k, v in values.items()}
+        self.seen = set().union(*(seen for _, seen, _ in parts))
+        self.resolved = next((r for _, _, r in parts if r is not None), None)
 
     def finish(self, n_images: int) -> KeptMaps:
         missing = sorted(set(self.images) - self.seen)

@@ -19,6 +19,8 @@ from typing import Optional, Tuple
 
 import torch
 
+from maskdistill.parallel.collectives import sum_across, sum_floats
+from maskdistill.parallel.group import Dist
 from maskdistill.probes.representation.inputs import Grid, as_grid, stat_float
 
 SPECTRUM_OF = ("covariance", "features")
@@ -152,6 +154,19 @@ class SpectrumAccumulator:
         self.m2 = self.m2 + m2b.to(self.m2.device) + torch.outer(delta, delta) * (self.n * nb / n)
         self.mean = self.mean + delta * (nb / n)
         self.n = n
+
+    def reduce(self, world: Dist) -> None:
+        """Merge every rank's rows (torchrun; each rank has rows): with the global mean m,
+        M2 = sum_r [M2_r + n_r (m_r - m)(m_r - m)^T], which keeps the float64 sums centred."""
+        if not world.enabled:
+            return
+        if self.mean is None or self.m2 is None:
+            raise ValueError("a rank saw no image; run with fewer processes than images.")
+        n = sum_floats([float(self.n)], world)[0]
+        total_mean = sum_across(self.mean * self.n, world) / n
+        delta = self.mean - total_mean
+        self.m2 = sum_across(self.m2 + torch.outer(delta, delta) * self.n, world)
+        self.mean, self.n = total_mean, int(n)
 
     def spectrum(self, of: str = "covariance") -> torch.Tensor:
         _check_of(of)
