@@ -15,6 +15,10 @@ Labels are mapped onto a classifier's head by name (its recorded classes; for ti
 WordNet-id folders such as n01440764); ``--labels folder-order`` (also ``--param
 labels=folder-order``) states that class folder k is output k of a head without names.
 
+Under torchrun (``torchrun --nproc_per_node=N -m maskdistill analyze ...``, also multi-node) every
+probe runs data-parallel and rank 0 writes. Started again with the same arguments, an analysis keeps
+the probes already finished and redoes the rest.
+
 example:
   maskdistill analyze --model clip=timm:vit_base_patch16_clip_224.openai@/w/clip.safetensors \\
       --model md=runs/md_clip --pair clip=md --data /data/imagenet/val --probes all \\
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import ast
 import logging
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -78,6 +83,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--out", type=Path, required=True, help="output folder (results of other models are kept)")
     a.add_argument("--images", type=int, default=256, help="number of images (default 256)")
     a.add_argument("--batch-size", type=int, default=64)
+    a.add_argument(
+        "--hessian-images",
+        type=int,
+        default=None,
+        metavar="N",
+        help="images of the curvature probes, apart from --images, up to a whole folder "
+        "(default: each probe's n_batches x batch_size, 32)",
+    )
     a.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
     a.add_argument("--seed", type=int, default=0, help="picks the image subset of a folder")
     a.add_argument(
@@ -122,7 +135,10 @@ def run(args: argparse.Namespace) -> int:
     from maskdistill.train.signals import interrupt_on_signals
 
     setup_logging()
-    kept = f"The models finished before are saved in {args.out} (analyze.json); run the command again for the rest."
+    kept = (
+        f"The probes finished before are saved in {args.out}; run the same command again to keep them "
+        f"and do the rest."
+    )
     with interrupt_on_signals(kept):
         return _analyze(args)
 
@@ -146,9 +162,10 @@ def _analyze(args: argparse.Namespace) -> int:
         bootstrap=args.bootstrap,
         labels=labels,
         max_unreadable_share=args.max_unreadable_share,
+        hessian_images=args.hessian_images,
     )
     report = ""
-    if not args.no_report:
+    if not args.no_report and int(os.environ.get("RANK", "0")) == 0:  # under torchrun: rank 0 alone
         from maskdistill.report import build_report  # matplotlib: only when figures are drawn
 
         paths.append(build_report(args.out))

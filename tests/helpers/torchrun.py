@@ -17,7 +17,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(args: Sequence[str], cwd: Path, nproc: int = 2, timeout: int = 300, module: bool = True) -> subprocess.CompletedProcess:
+def torchrun(
+    args: Sequence[str], cwd: Path, nproc: int = 2, timeout: int = 300, module: bool = True
+) -> subprocess.CompletedProcess:
     """``torchrun --nproc_per_node=nproc [-m] args...`` in ``cwd``; ``module``: ``args[0]`` is a
     module (``maskdistill``), else a script path. Returns the finished process (check returncode)."""
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")

@@ -80,7 +80,11 @@ class ProbeContext:
     ) -> "ProbeContext":
         base, opts = split_spec(spec)
         pretrained = bool(opts.pop("pretrained", True))
-        model, info = load_model(base, pretrained=pretrained, **opts)
+        # Weights a spec does not load (pretrained=false, new heads) are drawn from the analysis
+        # seed: the same model on every rank of a torchrun job and in every run.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(kwargs.get("seed", 0)))
+            model, info = load_model(base, pretrained=pretrained, **opts)
         return cls(name=name, model=model, info=info, data=data, device=resolve_device(device), **kwargs)
 
     @property
@@ -143,9 +147,7 @@ class ProbeContext:
         mine = shard_range(len(ds), self.world)
         yield from self._load(Subset(ds, list(mine)), dict(batch_size=batch_size or self.batch_size), desc)
 
-    def _load(
-        self, ds: Any, batching: Dict[str, Any], desc: str
-    ) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    def _load(self, ds: Any, batching: Dict[str, Any], desc: str) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         from torch.utils.data import DataLoader
         from tqdm.auto import tqdm
 
@@ -203,11 +205,10 @@ class ProbeContext:
             return torch.full_like(y, -1)  # never a data index posing as a head index
         return self.label_map().apply(y)
 
-    def labelled_batches(
-        self, n_batches: int, batch_size: int, images: Optional[int] = None
-    ) -> RankBatches:
-        """The same fixed labelled batches at every call: the first ``images`` (default ``n_batches
-        * batch_size``) images of the seeded order -- beyond ``--images`` when asked -- cut into
+    def labelled_batches(self, n_batches: int, batch_size: int, images: Optional[int] = None) -> RankBatches:
+        """The same fixed labelled batches at every call: the first ``images`` images of the seeded
+        order, beyond ``--images`` when asked (default: ``n_batches * batch_size`` of the analysed
+        images), cut into
         batches of ``batch_size``; labels must be classes the classifier has. Under torchrun each
         rank holds its contiguous share, cut where the batches are, so a batch split between two
         ranks keeps its index (:class:`RankBatches`)."""
@@ -219,7 +220,8 @@ class ProbeContext:
         want = int(images or n_batches * batch_size)
         key = f"labelled:{want}:{batch_size}"
         if key not in self.memo:
-            ds = self.dataset() if want <= self.images else self.data.subset(want, self.seed, self.transform())
+            wider = images is not None and want > self.images  # --hessian-images beyond --images
+            ds = self.data.subset(want, self.seed, self.transform()) if wider else self.dataset()
             n = min(want, len(ds))
             pieces, ids, count = batch_pieces(n, batch_size, self.world)
             out = self._load(Subset(ds, list(range(n))), dict(batch_sampler=pieces), f"{self.name}: labelled batches")

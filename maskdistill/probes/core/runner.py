@@ -13,6 +13,14 @@ of its probes runs; a probe that raises stops the analysis);
 with ``all``, probes whose needs a model/data cannot meet (e.g. the Hessian probes on a backbone
 without a classifier) are skipped with the reason, and a probe that raises is recorded as failed
 while the others still run.
+
+Resumable (:mod:`.resume`): started again with the same arguments, the analysis keeps every probe
+whose saved result records the same request and redoes only the rest.
+
+Data-parallel under ``torchrun`` (single- or multi-node): every rank loads the models and runs the
+same probes in lock-step on its share of the images (the shared pass, the Hessian products, the
+landscape's losses and the decisions reduce across the ranks), rank 0 decides what is finished and
+alone writes results, the manifest and the report.
 """
 
 from __future__ import annotations
@@ -30,10 +38,13 @@ import torch
 
 from maskdistill.data.analysis_data import AnalysisData, parse_data
 from maskdistill.models.device import resolve_device
+from maskdistill.parallel.collectives import gather_objects
+from maskdistill.parallel.group import Dist, barrier, init_distributed
 from maskdistill.probes.core.context import ProbeContext
 from maskdistill.probes.core.intervals import REPLICATES, Bootstrap
 from maskdistill.probes.core.manifest import FIGURES, MANIFEST, read_manifest, write_json
 from maskdistill.probes.core.registry import ProbeSpec, resolve_probes
+from maskdistill.probes.core.resume import REQUEST, finished, model_request, normalised, probe_request, skipped_before
 
 log = logging.getLogger(__name__)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -101,8 +112,10 @@ def _run_probes(
     explicit: bool,
     skipped: Mapping[str, str],
     folder: Path,
+    request: Mapping[str, Any],
 ) -> Tuple[List[Path], Dict[str, str]]:
-    """Run every probe not skipped and save its result in ``folder``: (CSV paths, probe -> failure)."""
+    """Run every probe not skipped and save its result in ``folder`` (rank 0 only), recording the
+    request that made it: (CSV paths, probe -> failure)."""
     written: List[Path] = []
     failed: Dict[str, str] = {}
     for s in specs:
@@ -112,7 +125,10 @@ def _run_probes(
             t1 = time.perf_counter()
             res = s.fn(ctx, **params.get(s.name, {}))
             res.meta.setdefault("seconds", round(time.perf_counter() - t1, 3))
-            written.append(res.save(folder))
+            res.meta["processes"] = ctx.world.world
+            res.meta[REQUEST] = probe_request(request, params.get(s.name, {}))
+            if ctx.world.main:
+                written.append(res.save(folder))
         except Exception as e:
             if explicit:
                 raise
@@ -135,6 +151,7 @@ def _manifest_entry(
     speed = round(stats.n_images / stats.seconds, 2) if stats and stats.seconds else None
     return {
         "spec": spec,
+        "processes": ctx.world.world,
         "data": ctx.data.spec,
         "images": stats.n_images if stats else ctx.images,
         "seed": ctx.seed,
@@ -161,22 +178,67 @@ def _analyse_model(
     out: Path,
     manifest: Dict[str, Any],
 ) -> List[Path]:
-    """Load one model, run its probes into ``out/<name>`` and record it in the manifest."""
+    """Load one model, run its probes not finished before into ``out/<name>`` and record it in the
+    manifest (rank 0 writes; every rank computes)."""
     specs, params, explicit = selection
+    world: Dist = settings["world"]
     t0 = time.perf_counter()
-    ctx = ProbeContext.from_spec(name, spec, ds, dev, **settings)
-    skipped = _skipped(ctx, specs, params, explicit)
-    paths, failed = _run_probes(ctx, specs, params, explicit, skipped, out / name)
-    manifest["models"][name] = _manifest_entry(ctx, spec, specs, skipped, failed, time.perf_counter() - t0)
+    base = model_request(spec, ds.spec, settings, dev.type)
+    request = normalised(dict(base, params={s.name: dict(params.get(s.name, {})) for s in specs}))
+    entry = manifest["models"].get(name)
+    # rank 0 decides what is finished (its file system holds the results) and tells the others
+    kept, before = gather_objects(_finished(name, specs, params, base, out, entry, request), world)[0]
+    todo = [s for s in specs if s.name not in kept and s.name not in before]
+    if not todo:
+        log.info("%s: every probe finished before (%s); kept", name, ", ".join(sorted(kept)) or "none to run")
+        return []
+    if kept:
+        rest = ", ".join(s.name for s in todo)
+        log.info("%s: keeping the finished %s; running %s", name, ", ".join(sorted(kept)), rest)
+    ctx = ProbeContext.from_spec(name, spec, ds, dev, **settings, wanted={s.name for s in todo})
+    _check_shares(ctx, world)
+    skipped = _skipped(ctx, todo, params, explicit)
+    paths, failed = _run_probes(ctx, todo, params, explicit, skipped, out / name, base)
+    done = set(kept) | {s.name for s in todo if s.name not in skipped and s.name not in failed}
+    record = _manifest_entry(ctx, spec, [s for s in specs if s.name in done], {}, failed, time.perf_counter() - t0)
+    record.update(skipped={**before, **skipped}, resumed=sorted(kept), request=request)
+    manifest["models"][name] = record
     if name not in manifest["order"]:
         manifest["order"].append(name)
-    write_json(out / MANIFEST, manifest)
-    log.info("%s: %d probe(s) in %.1fs", name, len(specs) - len(skipped) - len(failed), time.perf_counter() - t0)
+    if world.main:
+        write_json(out / MANIFEST, manifest)
+    log.info("%s: %d probe(s) in %.1fs", name, len(todo) - len(skipped) - len(failed), time.perf_counter() - t0)
     del ctx
     gc.collect()
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     return paths
+
+
+def _finished(
+    name: str,
+    specs: Sequence[ProbeSpec],
+    params: Mapping[str, Mapping[str, Any]],
+    base: Mapping[str, Any],
+    out: Path,
+    entry: Optional[Mapping[str, Any]],
+    request: Mapping[str, Any],
+) -> Tuple[List[str], Dict[str, str]]:
+    """(the probes whose saved result has this request, the probes skipped for this model and
+    request before, with the reason)."""
+    kept = [s.name for s in specs if finished(out / name, s.name, probe_request(base, params.get(s.name, {})))]
+    before = {k: v for k, v in skipped_before(entry, request).items() if k in {s.name for s in specs}}
+    return kept, before
+
+
+def _check_shares(ctx: ProbeContext, world: Dist) -> None:
+    """Under torchrun every rank needs at least one image of the pass to reduce."""
+    n = len(ctx.dataset())
+    if world.enabled and n < world.world:
+        raise ValueError(
+            f"{n} image(s) for {world.world} processes: each process needs at least one; analyse more "
+            f"images (--images) or start fewer processes."
+        )
 
 
 def _checked(models: Mapping[str, str], images: int, batch_size: int, bootstrap: int, seed: int) -> Optional[Bootstrap]:
@@ -206,28 +268,38 @@ def run_analyze(
     bootstrap: int = REPLICATES,
     labels: str = "by-name",
     max_unreadable_share: Optional[float] = None,
+    hessian_images: Optional[int] = None,
+    world: Optional[Dist] = None,
 ) -> List[Path]:
     """Run the probes on every model; returns the CSV paths written (the report is built apart, from
     the files). ``bootstrap``: replicates of the intervals (0: none); ``labels``: see :mod:`.labels`;
-    unreadable images: data/readable.py."""
+    unreadable images: data/readable.py; ``hessian_images``: images of the curvature probes (None:
+    their own ``n_batches`` x ``batch_size``); ``world``: the process group (default: torchrun's,
+    or one process)."""
     boot = _checked(models, images, batch_size, bootstrap, seed)
+    if hessian_images is not None and hessian_images < 1:
+        raise ValueError(f"--hessian-images {hessian_images}: give at least 1 (or leave it out).")
     specs, params, explicit = _selected(probes, params)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    world = world or init_distributed(dev)
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
+    barrier(world)
     manifest = read_manifest(out)
     check_names(models, pairs, known=list(manifest["models"]))
     ds = parse_data(data) if isinstance(data, str) else data
     ds.max_unreadable_share = ds.max_unreadable_share if max_unreadable_share is None else max_unreadable_share
-    dev = resolve_device(device)
     settings = dict(
         images=images,
         batch_size=batch_size,
         seed=seed,
         workers=_default_workers(dev) if workers is None else workers,
         progress=progress,
-        wanted={s.name for s in specs},
         bootstrap=boot,
         labels=labels,
+        hessian_images=hessian_images,
+        world=world,
     )
     written: List[Path] = []
     for name, spec in models.items():
@@ -235,7 +307,9 @@ def run_analyze(
     for t, s in pairs:
         if [t, s] not in manifest["pairs"]:
             manifest["pairs"].append([t, s])
-    write_json(out / MANIFEST, manifest)
+    if world.main:
+        write_json(out / MANIFEST, manifest)
+    barrier(world)  # the others return once the files are there (e.g. for a report built next)
     return written
 
 

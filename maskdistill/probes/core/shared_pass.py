@@ -34,7 +34,6 @@ import torch
 from maskdistill.models.capture import capture
 from maskdistill.parallel.collectives import gather_objects, sum_across, sum_floats
 from maskdistill.parallel.group import SINGLE, Dist
-from maskdistill.probes.core.per_image import PerImageValues
 from maskdistill.probes.core.registry import load_builtin
 
 

@@ -10,7 +10,7 @@ so the three cost one Lanczos run instead of three. A context without a ``memo``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -66,7 +66,11 @@ def setup(
         )
     device = torch.device(getattr(ctx, "device", "cpu"))
     images = getattr(ctx, "hessian_images", None)  # --hessian-images: the probes' images, in batches
-    given = ctx.labelled_batches(n_batches, batch_size, images=images) if images else ctx.labelled_batches(n_batches, batch_size)
+    given = (
+        ctx.labelled_batches(n_batches, batch_size, images=images)
+        if images
+        else ctx.labelled_batches(n_batches, batch_size)  # duck-typed contexts need not take images=
+    )
     if not isinstance(given, RankBatches):  # a plain list: one process
         given = RankBatches(list(given), SINGLE, range(len(given)), len(given))
     batches = given.moved(lambda b: (b[0].to(device), b[1].to(device)))
