@@ -21,8 +21,8 @@ from timm.utils import ModelEmaV3
 from torch import nn
 
 from maskdistill.models.classifier import build_classifier_model
-from maskdistill.train.callbacks import Callback
 from maskdistill.parallel.group import Dist
+from maskdistill.train.callbacks import Callback
 from maskdistill.train.finetune_config import FinetuneConfig, validate_finetune
 from maskdistill.train.finetune_eval import eval_dataset, eval_hooks, transforms
 from maskdistill.train.job import plan_steps

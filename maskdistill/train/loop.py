@@ -23,11 +23,11 @@ import torch
 from maskdistill.data.pipeline import sample_seed
 from maskdistill.errors import RunStopped
 from maskdistill.models.modes import eval_mode
+from maskdistill.parallel.collectives import sum_across
+from maskdistill.parallel.group import Dist
 from maskdistill.runs.checkpoint import save_checkpoint
 from maskdistill.runs.verify import newest_verified
 from maskdistill.train.callbacks import due
-from maskdistill.parallel.collectives import sum_across
-from maskdistill.parallel.group import Dist
 from maskdistill.train.graceful import announce, stop_gracefully
 from maskdistill.train.job import Job
 from maskdistill.train.loop_setup import LoopRun, open_loop

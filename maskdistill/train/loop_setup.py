@@ -18,11 +18,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from maskdistill.data.pipeline import StepBatchSampler
+from maskdistill.parallel.group import Dist
 from maskdistill.runs.checkpoint import find_checkpoint, load_checkpoint
 from maskdistill.runs.metrics import MetricsWriter
 from maskdistill.runs.wandb_log import open_wandb
 from maskdistill.train.callbacks import Callback, LoopState
-from maskdistill.parallel.group import Dist
 from maskdistill.train.job import Job, plan_steps
 from maskdistill.train.optim import build_optimizer
 from maskdistill.train.signals import ignore_stop_signals

@@ -29,10 +29,10 @@ from maskdistill.data.pipeline import SeededSamples
 from maskdistill.data.sources import base_dataset
 from maskdistill.data.transforms import pretrain_transform
 from maskdistill.models.device import resolve_device
+from maskdistill.parallel.group import Dist, barrier, init_distributed
 from maskdistill.runs.folder import RESUME_FREE, prepare_run_dir
 from maskdistill.runs.lock import RunLock, acquire, check_unlocked
 from maskdistill.runs.wandb_log import require_wandb
-from maskdistill.parallel.group import Dist, barrier, init_distributed
 from maskdistill.train.graceful import clear_stopped
 from maskdistill.train.job import Job
 from maskdistill.train.loop import run

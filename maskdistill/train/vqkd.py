@@ -23,8 +23,8 @@ from maskdistill.data.sources import base_dataset
 from maskdistill.data.transforms import eval_transform
 from maskdistill.distill.tokenizer import VQKD, VQKDConfig
 from maskdistill.distill.tokenizer_build import build_tokenizer
-from maskdistill.train.callbacks import Callback, LoopState
 from maskdistill.parallel.group import Dist
+from maskdistill.train.callbacks import Callback, LoopState
 from maskdistill.train.session import Session
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from maskdistill.config import OptimConfig, TrainConfig
 from maskdistill.data.pipeline import SeededSamples
 from maskdistill.data.synthetic import ShapesTextures
 from maskdistill.data.transforms import pretrain_transform
-from maskdistill.runs.metrics import read_metrics
 from maskdistill.parallel.group import Dist
+from maskdistill.runs.metrics import read_metrics
 from maskdistill.train.job import Job
 from maskdistill.train.loop import run
 from maskdistill.train.optim import cosine_lr

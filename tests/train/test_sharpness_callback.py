@@ -17,11 +17,11 @@ from maskdistill.config import OptimConfig, TrainConfig
 from maskdistill.data.pipeline import SeededSamples
 from maskdistill.data.synthetic import ShapesTextures
 from maskdistill.data.transforms import pretrain_transform
+from maskdistill.parallel.group import Dist
 from maskdistill.probes.curvature.hessian import hessian_trace, top_eigenvalues
 from maskdistill.report.plots.hessian import load_sharpness, plot_sharpness
 from maskdistill.runs.metrics import read_metrics
 from maskdistill.train.classify import Classifier
-from maskdistill.parallel.group import Dist
 from maskdistill.train.job import Job
 from maskdistill.train.loop import run
 from maskdistill.train.sharpness import SharpnessCallback
