@@ -128,6 +128,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="unreadable images of a folder are skipped (and listed) up to this share of those examined (default 0.05)",
     )
     a.add_argument("--no-report", action="store_true", help="skip figures and report.html")
+    a.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print per model and probe the images, passes or Hessian-vector products and an estimated "
+        "time (one timed batch on this device and process count); run and write nothing",
+    )
     a.set_defaults(func=run)
 
 
@@ -136,8 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
     setup_logging()
     kept = (
-        f"The probes finished before are saved in {args.out}; run the same command again to keep them "
-        f"and do the rest."
+        f"The probes finished before are saved in {args.out}; run the same command again to keep them and do the rest."
     )
     with interrupt_on_signals(kept):
         return _analyze(args)
@@ -147,6 +152,8 @@ def _analyze(args: argparse.Namespace) -> int:
     from maskdistill.probes.core.runner import run_analyze
 
     labels, param_items = label_mode(args.labels, args.param)
+    if args.dry_run:
+        return _dry_run(args, labels, parse_params(param_items))
     paths = run_analyze(
         parse_models(args.model),
         args.data,
@@ -171,6 +178,34 @@ def _analyze(args: argparse.Namespace) -> int:
         paths.append(build_report(args.out))
         report = f"; report: {paths[-1]}"
     logging.getLogger("maskdistill").info("wrote %d files under %s%s", len(paths), args.out, report)
+    return 0
+
+
+def _dry_run(args: argparse.Namespace, labels: str, params: Dict[str, Dict[str, Any]]) -> int:
+    from maskdistill.models.device import resolve_device
+    from maskdistill.parallel.group import init_distributed
+    from maskdistill.probes.core.dry_run import plan_analyze
+    from maskdistill.probes.core.plan import render
+
+    device = resolve_device(args.device)
+    world = init_distributed(device)
+    plan = plan_analyze(
+        parse_models(args.model),
+        args.data,
+        args.probes,
+        args.out,
+        images=args.images,
+        batch_size=args.batch_size,
+        device=args.device,
+        seed=args.seed,
+        params=params,
+        hessian_images=args.hessian_images,
+        labels=labels,
+        bootstrap=args.bootstrap,
+        world=world,
+    )
+    if world.main:
+        print(render(plan, world, str(device)))
     return 0
 
 

@@ -127,6 +127,8 @@ PROBE_MODULES = (
     "maskdistill.probes.curvature.probes",
     "maskdistill.probes.decisions.probes",
     "maskdistill.probes.decisions.accuracy",
+    "maskdistill.probes.curvature.plan",  # what each probe costs, for --dry-run
+    "maskdistill.probes.decisions.plan",
 )
 
 

@@ -75,7 +75,7 @@ def _default_workers(device: torch.device) -> int:
     return 0 if device.type == "cpu" else min(8, max(1, (os.cpu_count() or 2) - 1))
 
 
-def _selected(
+def select_probes(
     probes: str | Sequence[str], params: Optional[Mapping[str, Mapping[str, Any]]]
 ) -> Tuple[List[ProbeSpec], Dict[str, Dict[str, Any]], bool]:
     """(specs, their parameters, whether the probes were named explicitly) for ``--probes``/``--param``."""
@@ -241,7 +241,9 @@ def _check_shares(ctx: ProbeContext, world: Dist) -> None:
         )
 
 
-def _checked(models: Mapping[str, str], images: int, batch_size: int, bootstrap: int, seed: int) -> Optional[Bootstrap]:
+def check_settings(
+    models: Mapping[str, str], images: int, batch_size: int, bootstrap: int, seed: int
+) -> Optional[Bootstrap]:
     """The bootstrap settings of an analysis, after checking its counts."""
     if not models:
         raise ValueError("give at least one model: --model NAME=SPEC (e.g. deit=timm:deit_small_patch16_224).")
@@ -276,10 +278,10 @@ def run_analyze(
     unreadable images: data/readable.py; ``hessian_images``: images of the curvature probes (None:
     their own ``n_batches`` x ``batch_size``); ``world``: the process group (default: torchrun's,
     or one process)."""
-    boot = _checked(models, images, batch_size, bootstrap, seed)
+    boot = check_settings(models, images, batch_size, bootstrap, seed)
     if hessian_images is not None and hessian_images < 1:
         raise ValueError(f"--hessian-images {hessian_images}: give at least 1 (or leave it out).")
-    specs, params, explicit = _selected(probes, params)
+    specs, params, explicit = select_probes(probes, params)
     out = Path(out)
     dev = resolve_device(device)
     world = world or init_distributed(dev)
@@ -313,4 +315,4 @@ def run_analyze(
     return written
 
 
-__all__ = ["run_analyze", "check_names"]
+__all__ = ["check_names", "check_settings", "run_analyze", "select_probes"]

@@ -159,6 +159,7 @@ class SharedStats:
     img_size: int
     seconds: float
     kept_images: Dict[int, np.ndarray] = field(default_factory=dict)  # position -> (S, S, 3) uint8 as seen
+    forward_passes: int = 0  # batches the model ran on this process (rank 0: the biggest share)
 
     @property
     def groups(self) -> Set[str]:
@@ -178,6 +179,7 @@ class SharedStats:
             patch_size=self.patch_size,
             num_prefix=self.num_prefix,
             seconds_shared_pass=round(self.seconds, 3),
+            forward_passes=self.forward_passes,
         )
 
     def merge(self, other: "SharedStats") -> None:
@@ -185,6 +187,7 @@ class SharedStats:
         self.results.update(other.results)
         self.kept_images.update(other.kept_images)
         self.seconds += other.seconds
+        self.forward_passes += other.forward_passes
 
 
 def _to_uint8(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -233,14 +236,15 @@ def _accumulators(groups: Iterable[str], requests: Mapping[str, Any]) -> Dict[st
 
 def _stream(
     ctx: Any, accs: Mapping[str, Accumulator], kept: Dict[int, np.ndarray], images_only: bool
-) -> Tuple[int, Layout]:
+) -> Tuple[int, int, Layout]:
     """Run the batches through the model under the capture, keeping the asked-for pictures in
-    ``kept``; returns the number of images streamed and the layout of the last forward."""
+    ``kept``; returns the number of images streamed, the forward passes run and the layout of the
+    last forward."""
     keep = set().union(*(a.images for a in accs.values()))
     last = max(keep, default=-1)
     d = _Dispatch(accs)
     offset = int(getattr(ctx, "shard_start", 0))  # this rank's first image (0 in one process)
-    first = offset
+    first, passes = offset, 0
     with (
         capture(
             ctx.model,
@@ -268,7 +272,8 @@ def _stream(
             with ctx.autocast():
                 ctx.model(x)
             offset += n
-    return offset - first, Layout(cap.depth, cap.num_prefix, cap.patch_size, tuple(d.grid or cap.static_grid))
+            passes += 1
+    return offset - first, passes, Layout(cap.depth, cap.num_prefix, cap.patch_size, tuple(d.grid or cap.static_grid))
 
 
 def run_shared_pass(
@@ -282,7 +287,7 @@ def run_shared_pass(
     kept: Dict[int, np.ndarray] = {}
     start = time.perf_counter()
     world: Dist = getattr(ctx, "world", SINGLE)
-    n_images, layout = _stream(ctx, accs, kept, images_only)
+    n_images, passes, layout = _stream(ctx, accs, kept, images_only)
     if world.enabled:
         n_images = int(sum_floats([float(n_images)], world)[0])
         for acc in accs.values():
@@ -301,6 +306,7 @@ def run_shared_pass(
         img_size=int(ctx.img_size),
         seconds=time.perf_counter() - start,
         kept_images=kept,
+        forward_passes=passes,
     )
 
 

@@ -1,0 +1,133 @@
+"""What the curvature probes cost, for ``analyze --dry-run`` (:mod:`maskdistill.probes.core.plan`):
+Hessian-vector products over the Hessian's images (bounded by each solver's budget; quadrature's
+count is exact) and the landscape's loss evaluations (exact). The default solvers share one Lanczos
+run per model (setup.py), and the plan counts it once."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, List, Optional, Tuple
+
+from maskdistill.probes.core.plan import Step, analysed_images, register_plan
+from maskdistill.probes.curvature.hessian import default_blocks
+from maskdistill.probes.curvature.hvp import CACHE_IMAGES
+from maskdistill.probes.curvature.probes import (
+    DENSITY_STEPS,
+    EIG_STEPS,
+    EIG_TOL,
+    GRID,
+    PER_BATCH_MAX,
+    TRACE_SAMPLES,
+    TRACE_TOL,
+)
+from maskdistill.probes.curvature.setup import HESSIAN_BATCH
+
+
+def hessian_images(ctx: Any, n_batches: int, batch_size: Optional[int]) -> Tuple[int, int]:
+    """(images, batch size) of the curvature probes, as ``setup`` takes them."""
+    bs = int(batch_size or min(int(ctx.batch_size), HESSIAN_BATCH))
+    if ctx.hessian_images:
+        n = int(ctx.hessian_images)
+        total = n if ctx.data.kind == "builtin" else len(ctx.data.dataset(None))
+        return min(n, total), bs
+    return min(n_batches * bs, analysed_images(ctx)), bs
+
+
+def _hvp(ctx: Any, probe: str, count: int, n: int, bs: int, **kw: Any) -> Step:
+    """Products over ``n`` images; a process with more than ``CACHE_IMAGES`` rebuilds the graph."""
+    rebuilt = math.ceil(n / ctx.world.world) > CACHE_IMAGES
+    return Step(probe, "hvp", int(count), n, bs, rebuilt=rebuilt, **kw)
+
+
+def _lanczos(ctx: Any, probe: str, n: int, bs: int, k: int, tol: float, steps: int, params: Any, seed: Any) -> Step:
+    default = k == 2 and tol == EIG_TOL and steps == EIG_STEPS
+    shared = f"Lanczos run|{n}:{bs}:{params!r}:{seed}" if default else ""
+    return _hvp(ctx, probe, steps, n, bs, bound=True, shared=shared)
+
+
+def _per_batch(ctx: Any, probe: str, n: int, bs: int, per_batch: Optional[bool], products: int) -> List[Step]:
+    batches = math.ceil(n / bs)
+    wanted = 1 < batches <= PER_BATCH_MAX if per_batch is None else per_batch
+    if not wanted or batches < 2:
+        return []
+    each = min(bs, n)  # a solve on one batch reads that batch's images only
+    return [_hvp(ctx, probe, products * batches, each, bs, bound=True, note=f"one solve on each of {batches} batches")]
+
+
+@register_plan("hessian_top_eigs")
+def plan_top_eigs(
+    ctx: Any,
+    k: int = 2,
+    method: str = "lanczos",
+    tol: float = EIG_TOL,
+    max_iter: Optional[int] = EIG_STEPS,
+    n_batches: int = 1,
+    batch_size: Optional[int] = None,
+    params: Any = None,
+    per_block: bool = False,
+    per_batch: Optional[bool] = None,
+    seed: Optional[int] = None,
+    **_: Any,
+) -> List[Step]:
+    n, bs = hessian_images(ctx, n_batches, batch_size)
+    steps = int(max_iter or max(100, 10 * k)) * (k if method == "power" else 1)
+    if method == "lanczos":
+        out = [_lanczos(ctx, "hessian_top_eigs", n, bs, k, tol, steps, params, seed)]
+    else:
+        out = [_hvp(ctx, "hessian_top_eigs", steps, n, bs, bound=True, note="power iteration")]
+    out += _per_batch(ctx, "hessian_top_eigs", n, bs, per_batch, steps)
+    if per_block:
+        blocks = len(default_blocks(ctx.model))
+        out.append(_hvp(ctx, "hessian_top_eigs", blocks * steps, n, bs, bound=True, note=f"{blocks} blocks"))
+    return out
+
+
+@register_plan("hessian_trace")
+def plan_trace(
+    ctx: Any,
+    tol: float = TRACE_TOL,
+    max_iter: int = TRACE_SAMPLES,
+    n_batches: int = 1,
+    batch_size: Optional[int] = None,
+    params: Any = None,
+    deflate: Optional[int] = None,
+    per_batch: Optional[bool] = None,
+    seed: Optional[int] = None,
+    **_: Any,
+) -> List[Step]:
+    n, bs = hessian_images(ctx, n_batches, batch_size)
+    if deflate is None:
+        out = [_lanczos(ctx, "hessian_trace", n, bs, 2, EIG_TOL, EIG_STEPS, params, seed)]
+    else:
+        out = [_hvp(ctx, "hessian_trace", int(deflate), n, bs, note="deflation")] if deflate else []
+    out.append(_hvp(ctx, "hessian_trace", int(max_iter), n, bs, bound=True, note="Hutchinson probes"))
+    return out + _per_batch(ctx, "hessian_trace", n, bs, per_batch, EIG_STEPS + int(max_iter))
+
+
+@register_plan("hessian_density")
+def plan_density(
+    ctx: Any, steps: int = DENSITY_STEPS, runs: int = 1, n_batches: int = 1, batch_size: Optional[int] = None, **_: Any
+) -> List[Step]:
+    n, bs = hessian_images(ctx, n_batches, batch_size)
+    return [_hvp(ctx, "hessian_density", int(steps) * int(runs), n, bs, note="quadrature")]
+
+
+@register_plan("loss_landscape_2d")
+def plan_landscape(
+    ctx: Any,
+    directions: str = "hessian",
+    grid: int = GRID,
+    n_batches: int = 1,
+    batch_size: Optional[int] = None,
+    params: Any = None,
+    tol: float = EIG_TOL,
+    seed: Optional[int] = None,
+    **_: Any,
+) -> List[Step]:
+    n, bs = hessian_images(ctx, n_batches, batch_size)
+    hessian = directions == "hessian"
+    out = [_lanczos(ctx, "loss_landscape_2d", n, bs, 2, tol, EIG_STEPS, params, seed)] if hessian else []
+    return out + [Step("loss_landscape_2d", "loss", int(grid) ** 2, n, bs, note=f"{grid}x{grid} grid")]
+
+
+__all__ = ["hessian_images", "plan_density", "plan_landscape", "plan_top_eigs", "plan_trace"]
