@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from maskdistill.probes.core.manifest import read_manifest
 from maskdistill.probes.core.runner import run_analyze
 
 log = logging.getLogger(__name__)
@@ -45,25 +44,16 @@ def stages(out: Path) -> List[Tuple[Dict[str, str], Tuple[str, str], Tuple[str, 
     ]
 
 
-def _done(folder: Path, models: Dict[str, str], probes: Tuple[str, ...]) -> bool:
-    """Whether ``folder`` holds every probe of these models, analysed from these specs."""
-    entries = read_manifest(folder)["models"] if (folder / "analyze.json").is_file() else {}
-    return all(
-        name in entries and entries[name].get("spec") == spec and set(probes) <= set(entries[name].get("probes", ()))
-        for name, spec in models.items()
-    )
-
-
 def run_demo_analysis(out: Path, overwrite: bool = False, images: int = IMAGES) -> Path:
-    """Analyse the demo's four models into ``out/analysis`` (kept when already complete, unless
-    ``overwrite``); returns the folder."""
+    """Analyse the demo's four models into ``out/analysis`` (the probes finished before on the same
+    weights are kept, unless ``overwrite``); returns the folder."""
     folder = out / "analysis"
     for models, pair, probes in stages(out):
-        if not overwrite and _done(folder, models, probes):
-            log.info("demo: analysis of %s already in %s", " and ".join(models), folder)
-            continue
         t = time.perf_counter()
-        run_analyze(models, DATA, list(probes), folder, images=images, device="auto", pairs=[pair], progress=False)
+        run_analyze(
+            models, DATA, list(probes), folder, images=images, device="auto", pairs=[pair], progress=False,
+            resume=not overwrite,
+        )  # fmt: skip
         log.info("demo: analysed %s in %.0f s", " and ".join(models), time.perf_counter() - t)
     return folder
 

@@ -3,7 +3,8 @@ keeps the probes (and models) already finished and redoes only the rest.
 
 Every saved result records the request that made it (``meta["request"]``: the model's spec, the
 data, the images, seed and batch size, the Hessian images, the bootstrap, the label mode, the
-device type and the probe's own parameters); a result counts as finished when its JSON -- written
+device type, the probe's own parameters, and a fingerprint of the weight files a spec reads from
+disk, so a run folder trained anew is analysed anew); a result counts as finished when its JSON -- written
 last (``ProbeResult.save``) -- holds the same request. The number of processes is not part of the
 request: a run under torchrun gives the numbers one process gives, so either may finish the other's
 work. A model all of whose probes are finished, or were skipped for this model and request before,
@@ -12,6 +13,7 @@ is not even loaded.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -27,12 +29,35 @@ def normalised(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str, sort_keys=True))
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")  # not .json/.npz: analysis folders hold those
+
+
+def weights_fingerprint(spec: str) -> str:
+    """A digest of the size and modification time of every weight file that ``spec`` names on disk
+    (a checkpoint file, a run or export folder); "" for a spec that reads nothing local (a hub name).
+    Only file metadata is read: cheap for a 1 GB checkpoint, and any rewrite changes it."""
+    base = spec.split("?", 1)[0]
+    for prefix in ("timm:", "local-dir:", "open_clip:"):
+        base = base[len(prefix) :] if base.startswith(prefix) else base
+    parts = [p for p in base.split("@") if p]
+    stats = []
+    for part in parts:
+        path = Path(part).expanduser()
+        files = [path] if path.is_file() else sorted(path.rglob("*")) if path.is_dir() else []
+        for f in files:
+            if f.is_file() and (f == path or f.suffix in WEIGHT_SUFFIXES):
+                st = f.stat()
+                stats.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(stats).encode()).hexdigest()[:16] if stats else ""
+
+
 def model_request(spec: str, data: str, settings: Mapping[str, Any], device: str) -> Dict[str, Any]:
     """What every probe of one model shares of its request."""
     boot = settings.get("bootstrap")
     return normalised(
         {
             "spec": spec,
+            "weights": weights_fingerprint(spec),
             "data": data,
             "images": settings["images"],
             "seed": settings["seed"],
@@ -81,4 +106,14 @@ def skipped_before(entry: Optional[Mapping[str, Any]], request: Mapping[str, Any
     return dict(entry.get("skipped", {}))
 
 
-__all__ = ["REQUEST", "finished", "model_request", "normalised", "probe_request", "saved_request", "skipped_before"]
+__all__ = [
+    "WEIGHT_SUFFIXES",
+    "weights_fingerprint",
+    "REQUEST",
+    "finished",
+    "model_request",
+    "normalised",
+    "probe_request",
+    "saved_request",
+    "skipped_before",
+]

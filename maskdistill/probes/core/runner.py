@@ -177,9 +177,10 @@ def _analyse_model(
     selection: Tuple[Sequence[ProbeSpec], Mapping[str, Mapping[str, Any]], bool],
     out: Path,
     manifest: Dict[str, Any],
+    resume: bool = True,
 ) -> List[Path]:
-    """Load one model, run its probes not finished before into ``out/<name>`` and record it in the
-    manifest (rank 0 writes; every rank computes)."""
+    """Load one model, run its probes not finished before (all of them without ``resume``) into
+    ``out/<name>`` and record it in the manifest (rank 0 writes; every rank computes)."""
     specs, params, explicit = selection
     world: Dist = settings["world"]
     t0 = time.perf_counter()
@@ -187,7 +188,8 @@ def _analyse_model(
     request = normalised(dict(base, params={s.name: dict(params.get(s.name, {})) for s in specs}))
     entry = manifest["models"].get(name)
     # rank 0 decides what is finished (its file system holds the results) and tells the others
-    kept, before = gather_objects(_finished(name, specs, params, base, out, entry, request), world)[0]
+    found = _finished(name, specs, params, base, out, entry, request) if resume else ([], {})
+    kept, before = gather_objects(found, world)[0]
     todo = [s for s in specs if s.name not in kept and s.name not in before]
     if not todo:
         log.info("%s: every probe finished before (%s); kept", name, ", ".join(sorted(kept)) or "none to run")
@@ -272,12 +274,14 @@ def run_analyze(
     max_unreadable_share: Optional[float] = None,
     hessian_images: Optional[int] = None,
     world: Optional[Dist] = None,
+    resume: bool = True,
 ) -> List[Path]:
     """Run the probes on every model; returns the CSV paths written (the report is built apart, from
     the files). ``bootstrap``: replicates of the intervals (0: none); ``labels``: see :mod:`.labels`;
     unreadable images: data/readable.py; ``hessian_images``: images of the curvature probes (None:
     their own ``n_batches`` x ``batch_size``); ``world``: the process group (default: torchrun's,
-    or one process)."""
+    or one process); ``resume``: keep the probes finished before with the same request (False: redo
+    and replace every one)."""
     boot = check_settings(models, images, batch_size, bootstrap, seed)
     if hessian_images is not None and hessian_images < 1:
         raise ValueError(f"--hessian-images {hessian_images}: give at least 1 (or leave it out).")
@@ -305,7 +309,7 @@ def run_analyze(
     )
     written: List[Path] = []
     for name, spec in models.items():
-        written += _analyse_model(name, spec, ds, dev, settings, (specs, params, explicit), out, manifest)
+        written += _analyse_model(name, spec, ds, dev, settings, (specs, params, explicit), out, manifest, resume)
     for t, s in pairs:
         if [t, s] not in manifest["pairs"]:
             manifest["pairs"].append([t, s])
