@@ -107,6 +107,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PROBE.KEY=VALUE",
         help="a probe parameter, e.g. token_singular_values.of=features (repeat)",
     )
+    _add_trust_and_data_options(a)
+    a.add_argument("--no-report", action="store_true", help="skip figures and report.html")
+    a.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print per model and probe the images, passes or Hessian-vector products and an estimated "
+        "time (one timed batch on this device and process count); run and write nothing",
+    )
+    a.set_defaults(func=run)
+
+
+def _add_trust_and_data_options(a: argparse.ArgumentParser) -> None:
+    """The intervals, the label mapping, the loaders and the unreadable-image cap."""
     a.add_argument(
         "--bootstrap",
         type=int,
@@ -127,14 +140,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="unreadable images of a folder are skipped (and listed) up to this share of those examined (default 0.05)",
     )
-    a.add_argument("--no-report", action="store_true", help="skip figures and report.html")
-    a.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print per model and probe the images, passes or Hessian-vector products and an estimated "
-        "time (one timed batch on this device and process count); run and write nothing",
-    )
-    a.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

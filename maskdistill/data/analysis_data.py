@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from maskdistill.data.folder import ImageFolder
 from maskdistill.data.readable import DEFAULT_MAX_SHARE, readable_subset
 from maskdistill.data.synthetic import SPLITS, ShapesTextures
+from maskdistill.parallel.group import SINGLE, Dist
 
 BUILTIN_ALIASES = {"cue_conflict": "test"}
 BUILTIN_OPTIONS = ("label", "size", "seed", "images")
@@ -60,15 +61,16 @@ class AnalysisData:
             transform=transform,
         )
 
-    def subset(self, n: int, seed: int, transform: Optional[Callable] = None) -> Dataset:
-        """``n`` images (all if fewer exist), chosen by ``seed``; the order is fixed by the seed too."""
+    def subset(self, n: int, seed: int, transform: Optional[Callable] = None, world: Dist = SINGLE) -> Dataset:
+        """``n`` images (all if fewer exist), chosen by ``seed``; the order is fixed by the seed too.
+        ``world``: the processes that share the check of a folder's files (data/readable.py)."""
         if n < 1:
             raise ValueError(f"--images {n}: analyse at least one image.")
         ds = self.dataset(transform, num_images=n)
         if self.kind == "builtin":
             return torch.utils.data.Subset(ds, list(range(min(n, len(ds)))))  # already seeded images
         order = np.random.default_rng(int(seed)).permutation(len(ds))  # later ones replace unreadable images
-        return readable_subset(ds, order, n, self.max_unreadable_share)
+        return readable_subset(ds, order, n, self.max_unreadable_share, world)
 
     def describe(self) -> Dict[str, Any]:
         return {

@@ -3,7 +3,9 @@ capped. An analysis reads a fixed subset of a folder once per pass and per model
 checked once, up front: every chosen file is decoded (which catches truncated files as well as
 unknown formats and empty files), an unreadable one is replaced by the next image of the seeded
 order, and the list of skipped files goes into every result's metadata, ``analyze.json`` and the
-report. More than ``max_share`` of the images examined being unreadable stops the analysis."""
+report. More than ``max_share`` of the images examined being unreadable stops the analysis. Under
+torchrun each process decodes its share of the chosen files and the verdicts are gathered, so a
+50,000-image check costs each of N processes 1/N of it and all agree on the subset."""
 
 from __future__ import annotations
 
@@ -17,6 +19,9 @@ from PIL import Image
 from torch.utils.data import Dataset, Subset
 
 from maskdistill.errors import RunStopped
+from maskdistill.parallel.collectives import gather_objects
+from maskdistill.parallel.group import SINGLE, Dist
+from maskdistill.parallel.shards import shard_range
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +39,15 @@ def unreadable_reason(path: str | Path) -> Optional[str]:
     return None
 
 
-def _scan(paths: Sequence[str | Path], pool: ThreadPoolExecutor) -> List[Optional[str]]:
-    """Why each file is unreadable (None: it decodes); each unreadable one is logged."""
-    reasons = list(pool.map(unreadable_reason, paths))  # PIL decodes without the GIL
-    for path, why in zip(paths, reasons):
+def _scan(paths: Sequence[str | Path], pool: ThreadPoolExecutor, world: Dist = SINGLE) -> List[Optional[str]]:
+    """Why each file is unreadable (None: it decodes), this process decoding its contiguous share;
+    each unreadable one is logged by the process that found it."""
+    mine = shard_range(len(paths), world)
+    found = list(pool.map(unreadable_reason, [paths[i] for i in mine]))  # PIL decodes without the GIL
+    for path, why in zip([paths[i] for i in mine], found):
         if why is not None:
             log.warning("skipping unreadable image %s (%s)", path, why)
-    return reasons
+    return [why for part in gather_objects(found, world) for why in part]
 
 
 class ReadableSubset(Subset):
@@ -51,9 +58,12 @@ class ReadableSubset(Subset):
         self.unreadable = unreadable
 
 
-def readable_subset(folder: Dataset, order: Sequence[int], n: int, max_share: float = DEFAULT_MAX_SHARE) -> Subset:
+def readable_subset(
+    folder: Dataset, order: Sequence[int], n: int, max_share: float = DEFAULT_MAX_SHARE, world: Dist = SINGLE
+) -> Subset:
     """The first ``n`` readable images of ``folder`` (an ``ImageFolder``: ``samples[i] = (path,
-    label)``) in ``order``; raises :class:`~maskdistill.errors.RunStopped` past ``max_share``."""
+    label)``) in ``order``; raises :class:`~maskdistill.errors.RunStopped` past ``max_share``.
+    ``world``: the processes that share the check (every one gets the same subset)."""
     keep: List[int] = []
     bad: List[str] = []
     pos = 0
@@ -62,7 +72,7 @@ def readable_subset(folder: Dataset, order: Sequence[int], n: int, max_share: fl
             chunk = [int(i) for i in order[pos : pos + n - len(keep)]]
             pos += len(chunk)
             paths = [folder.samples[i][0] for i in chunk]  # type: ignore[attr-defined]
-            reasons = _scan(paths, pool)
+            reasons = _scan(paths, pool, world)
             keep += [i for i, why in zip(chunk, reasons) if why is None]
             bad += [str(p) for p, why in zip(paths, reasons) if why is not None]
     check_share(bad, len(keep) + len(bad), max_share)

@@ -129,7 +129,7 @@ class ProbeContext:
 
     def dataset(self):
         if "dataset" not in self.memo:
-            self.memo["dataset"] = self.data.subset(self.images, self.seed, self.transform())
+            self.memo["dataset"] = self.data.subset(self.images, self.seed, self.transform(), self.world)
         return self.memo["dataset"]
 
     @property
@@ -169,6 +169,12 @@ class ProbeContext:
             for x, y in loader:
                 yield x.to(self.device, non_blocking=True), self._head_labels(torch.as_tensor(y).to(self.device))
                 bar.update(int(x.shape[0]))
+
+    def check_shares(self) -> None:
+        """Under torchrun every process needs at least one image of the pass to reduce."""
+        if self.world.enabled and len(self.dataset()) < self.world.world:
+            n, w = len(self.dataset()), self.world.world
+            raise ValueError(f"{n} image(s) for {w} processes: analyse more (--images) or start fewer processes.")
 
     # ------------------------------------------------------------------ labels
     def _labels_apply(self) -> bool:
@@ -221,7 +227,7 @@ class ProbeContext:
         key = f"labelled:{want}:{batch_size}"
         if key not in self.memo:
             wider = images is not None and want > self.images  # --hessian-images beyond --images
-            ds = self.data.subset(want, self.seed, self.transform()) if wider else self.dataset()
+            ds = self.data.subset(want, self.seed, self.transform(), self.world) if wider else self.dataset()
             n = min(want, len(ds))
             pieces, ids, count = batch_pieces(n, batch_size, self.world)
             out = self._load(Subset(ds, list(range(n))), dict(batch_sampler=pieces), f"{self.name}: labelled batches")

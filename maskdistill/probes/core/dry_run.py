@@ -43,7 +43,7 @@ def plan_analyze(
     (estimated) -- probes finished before in ``out`` and probes this model cannot serve say so."""
     from maskdistill.parallel.collectives import gather_objects
 
-    boot = check_settings(models, images, batch_size, bootstrap, seed)
+    boot = check_settings(models, images, batch_size, bootstrap, seed, hessian_images)
     specs, params, explicit = select_probes(probes, params)
     check_names(models, [])
     dev = resolve_device(device)

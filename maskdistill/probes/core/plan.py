@@ -58,7 +58,9 @@ class Step:
 
 
 PlanFn = Callable[..., List[Step]]
+TimerFn = Callable[[Any, torch.Tensor, torch.Tensor], Dict[str, float]]
 _PLANS: Dict[str, PlanFn] = {}
+_TIMERS: Dict[str, TimerFn] = {}
 
 
 def register_plan(probe: str) -> Callable[[PlanFn], PlanFn]:
@@ -73,6 +75,18 @@ def register_plan(probe: str) -> Callable[[PlanFn], PlanFn]:
 
 
 SHARED_PASS = "shared pass"
+
+
+def register_timer(*units: str) -> Callable[[TimerFn], TimerFn]:
+    """Decorator: ``fn(ctx, images, labels) -> {unit: seconds per image}`` times the units a family
+    brings (e.g. Hessian-vector products) on the timing batch."""
+
+    def deco(fn: TimerFn) -> TimerFn:
+        for u in units:
+            _TIMERS[u] = fn
+        return fn
+
+    return deco
 
 
 def shared_pass_step(ctx: Any, probes: Sequence[str]) -> Step:
@@ -119,7 +133,7 @@ def timing_batch(ctx: Any) -> List[Any]:
     return items
 
 
-def _seconds(fn: Callable[[], Any], device: torch.device) -> float:
+def seconds_of(fn: Callable[[], Any], device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t = time.perf_counter()
@@ -149,9 +163,10 @@ def measure(ctx: Any, units: Sequence[str], shared_probes: Sequence[str]) -> Dic
     if "forward" in units:
         with torch.inference_mode(), ctx.autocast():
             ctx.model(xd)
-            out["forward"] = _seconds(lambda: ctx.model(xd), ctx.device) / len(x)
-    if "hvp" in units or "loss" in units:
-        out.update(_curvature_seconds(ctx, xd, y.to(ctx.device)))
+            out["forward"] = seconds_of(lambda: ctx.model(xd), ctx.device) / len(x)
+    for unit in sorted(set(units) - set(out)):
+        if unit in _TIMERS and unit not in out:
+            out.update(_TIMERS[unit](ctx, xd, y.to(ctx.device)))
     return out
 
 
@@ -163,24 +178,6 @@ def _timing_context(ctx: Any, data: Any, probes: Sequence[str]) -> Any:
     timing = replace(ctx, images=len(data), world=SINGLE, progress=False, bootstrap=None, wanted=set(probes), memo={})
     timing.memo["dataset"] = data
     return timing
-
-
-def _curvature_seconds(ctx: Any, x: torch.Tensor, y: torch.Tensor) -> Dict[str, float]:
-    """Per image: the first product (builds the gradient graph), each later one, one loss."""
-    from torch import nn
-
-    from maskdistill.models.modes import curvature_mode
-    from maskdistill.probes.curvature.hvp import HessianOperator
-
-    b = min(len(x), 32)
-    with curvature_mode(ctx.model):
-        op = HessianOperator(ctx.model, nn.CrossEntropyLoss(), [(x[:b], y[:b])])
-        v = torch.randn(op.n, generator=torch.Generator().manual_seed(0)).to(op.device, op.dtype)
-        first = _seconds(lambda: op.matvec(v), ctx.device)
-        later = _seconds(lambda: op.matvec(v), ctx.device)
-        loss = _seconds(op.loss, ctx.device)
-        op.release()
-    return {"hvp_first": first / b, "hvp": later / b, "loss": loss / b}
 
 
 # ---------------------------------------------------------------------------------------- estimate
@@ -265,7 +262,9 @@ __all__ = [
     "measure",
     "probe_steps",
     "register_plan",
+    "register_timer",
     "render",
+    "seconds_of",
     "rows",
     "shared_pass_step",
     "timing_batch",

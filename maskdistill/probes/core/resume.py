@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,21 @@ def finished(folder: Path, probe: str, request: Mapping[str, Any]) -> bool:
     return False
 
 
+def finished_probes(
+    folder: Path,
+    probes: Sequence[str],
+    params: Mapping[str, Mapping[str, Any]],
+    base: Mapping[str, Any],
+    entry: Optional[Mapping[str, Any]],
+    request: Mapping[str, Any],
+) -> Tuple[List[str], Dict[str, str]]:
+    """(the probes whose result in ``folder`` has this request, the probes the manifest ``entry``
+    recorded as skipped for this model and request, with the reason)."""
+    kept = [p for p in probes if finished(folder, p, probe_request(base, params.get(p, {})))]
+    before = {k: v for k, v in skipped_before(entry, request).items() if k in set(probes)}
+    return kept, before
+
+
 def skipped_before(entry: Optional[Mapping[str, Any]], request: Mapping[str, Any]) -> Dict[str, str]:
     """The probes a manifest entry recorded as skipped (with the reason) under the same request."""
     if not entry or entry.get(REQUEST) != normalised(request):
@@ -107,6 +122,7 @@ def skipped_before(entry: Optional[Mapping[str, Any]], request: Mapping[str, Any
 
 
 __all__ = [
+    "finished_probes",
     "WEIGHT_SUFFIXES",
     "weights_fingerprint",
     "REQUEST",

@@ -44,7 +44,7 @@ from maskdistill.probes.core.context import ProbeContext
 from maskdistill.probes.core.intervals import REPLICATES, Bootstrap
 from maskdistill.probes.core.manifest import FIGURES, MANIFEST, read_manifest, write_json
 from maskdistill.probes.core.registry import ProbeSpec, resolve_probes
-from maskdistill.probes.core.resume import REQUEST, finished, model_request, normalised, probe_request, skipped_before
+from maskdistill.probes.core.resume import REQUEST, finished_probes, model_request, normalised, probe_request
 
 log = logging.getLogger(__name__)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -188,7 +188,8 @@ def _analyse_model(
     request = normalised(dict(base, params={s.name: dict(params.get(s.name, {})) for s in specs}))
     entry = manifest["models"].get(name)
     # rank 0 decides what is finished (its file system holds the results) and tells the others
-    found = _finished(name, specs, params, base, out, entry, request) if resume else ([], {})
+    names = [s.name for s in specs]
+    found = finished_probes(out / name, names, params, base, entry, request) if resume else ([], {})
     kept, before = gather_objects(found, world)[0]
     todo = [s for s in specs if s.name not in kept and s.name not in before]
     if not todo:
@@ -198,7 +199,7 @@ def _analyse_model(
         rest = ", ".join(s.name for s in todo)
         log.info("%s: keeping the finished %s; running %s", name, ", ".join(sorted(kept)), rest)
     ctx = ProbeContext.from_spec(name, spec, ds, dev, **settings, wanted={s.name for s in todo})
-    _check_shares(ctx, world)
+    ctx.check_shares()
     skipped = _skipped(ctx, todo, params, explicit)
     paths, failed = _run_probes(ctx, todo, params, explicit, skipped, out / name, base)
     done = set(kept) | {s.name for s in todo if s.name not in skipped and s.name not in failed}
@@ -217,36 +218,12 @@ def _analyse_model(
     return paths
 
 
-def _finished(
-    name: str,
-    specs: Sequence[ProbeSpec],
-    params: Mapping[str, Mapping[str, Any]],
-    base: Mapping[str, Any],
-    out: Path,
-    entry: Optional[Mapping[str, Any]],
-    request: Mapping[str, Any],
-) -> Tuple[List[str], Dict[str, str]]:
-    """(the probes whose saved result has this request, the probes skipped for this model and
-    request before, with the reason)."""
-    kept = [s.name for s in specs if finished(out / name, s.name, probe_request(base, params.get(s.name, {})))]
-    before = {k: v for k, v in skipped_before(entry, request).items() if k in {s.name for s in specs}}
-    return kept, before
-
-
-def _check_shares(ctx: ProbeContext, world: Dist) -> None:
-    """Under torchrun every rank needs at least one image of the pass to reduce."""
-    n = len(ctx.dataset())
-    if world.enabled and n < world.world:
-        raise ValueError(
-            f"{n} image(s) for {world.world} processes: each process needs at least one; analyse more "
-            f"images (--images) or start fewer processes."
-        )
-
-
 def check_settings(
-    models: Mapping[str, str], images: int, batch_size: int, bootstrap: int, seed: int
+    models: Mapping[str, str], images: int, batch_size: int, bootstrap: int, seed: int, hessian: Optional[int] = None
 ) -> Optional[Bootstrap]:
     """The bootstrap settings of an analysis, after checking its counts."""
+    if hessian is not None and hessian < 1:
+        raise ValueError(f"--hessian-images {hessian}: give at least 1 (or leave it out).")
     if not models:
         raise ValueError("give at least one model: --model NAME=SPEC (e.g. deit=timm:deit_small_patch16_224).")
     if images < 1 or batch_size < 1:
@@ -282,9 +259,7 @@ def run_analyze(
     their own ``n_batches`` x ``batch_size``); ``world``: the process group (default: torchrun's,
     or one process); ``resume``: keep the probes finished before with the same request (False: redo
     and replace every one)."""
-    boot = check_settings(models, images, batch_size, bootstrap, seed)
-    if hessian_images is not None and hessian_images < 1:
-        raise ValueError(f"--hessian-images {hessian_images}: give at least 1 (or leave it out).")
+    boot = check_settings(models, images, batch_size, bootstrap, seed, hessian_images)
     specs, params, explicit = select_probes(probes, params)
     out = Path(out)
     dev = resolve_device(device)

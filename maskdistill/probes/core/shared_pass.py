@@ -32,9 +32,10 @@ import numpy as np
 import torch
 
 from maskdistill.models.capture import capture
-from maskdistill.parallel.collectives import gather_objects, sum_across, sum_floats
+from maskdistill.parallel.collectives import gather_objects, sum_floats
 from maskdistill.parallel.group import SINGLE, Dist
 from maskdistill.probes.core.registry import load_builtin
+from maskdistill.probes.core.state import reduce_state
 
 
 @dataclass(frozen=True)
@@ -71,43 +72,6 @@ class Accumulator:
     def finish(self, n_images: int) -> Any:
         """The group's result after ``n_images`` images; raises when they cannot give it."""
         raise NotImplementedError
-
-
-def reduce_state(value: Any, world: Dist) -> None:
-    """Reduce one piece of accumulator state across the ranks: anything with a ``reduce(world)``
-    (running sums, per-image values, nested accumulators), inside dicts, lists and tuples; other
-    values (caches, settings) are left alone. Every rank walks its state in the same order."""
-    if not world.enabled:
-        return
-    if callable(getattr(value, "reduce", None)) and not isinstance(value, type):
-        value.reduce(world)
-    elif isinstance(value, dict):
-        for v in value.values():
-            reduce_state(v, world)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            reduce_state(v, world)
-
-
-class LayerSums:
-    """float64 running sums, one row per layer, allocated on the value's device at the first add."""
-
-    def __init__(self) -> None:
-        self.total: Optional[torch.Tensor] = None
-
-    def add(self, row: int, value: torch.Tensor, rows: int) -> None:
-        if self.total is None:
-            self.total = torch.zeros((rows,) + tuple(value.shape), dtype=torch.float64, device=value.device)
-        self.total[row] += value.to(torch.float64)
-
-    def reduce(self, world: Dist) -> None:
-        """The sums over every rank's images."""
-        if self.total is not None:
-            self.total = sum_across(self.total, world)
-
-    def result(self) -> Optional[torch.Tensor]:
-        """The sums on the CPU (None when nothing was added)."""
-        return None if self.total is None else self.total.cpu()
 
 
 @dataclass(frozen=True)
@@ -312,12 +276,10 @@ def run_shared_pass(
 
 __all__ = [
     "Accumulator",
-    "LayerSums",
     "Layout",
     "SharedStats",
     "StatisticsGroup",
     "group_names",
-    "reduce_state",
     "register_group",
     "run_shared_pass",
 ]

@@ -16,13 +16,10 @@ loss over all samples for a mean-reduced criterion (PyHessian weights its data l
 The operator never writes ``.grad`` and never changes a parameter. Run it inside
 :func:`maskdistill.models.modes.curvature_mode` (the public functions in ``hessian.py`` do).
 
-Data-parallel (``torchrun``): given :class:`~maskdistill.parallel.shards.RankBatches` -- this
-rank's share of the images and the process group -- the weights are taken over every rank's
-images, and the loss, the gradient and every product are the all-reduced sums of the ranks'
-parts, so each rank holds the same Hv. The
-solvers above it (Lanczos, power iteration, Hutchinson, quadrature, the landscape) then run in
-lock-step on every rank with the same seeded random vectors and reach the same result; nothing
-else in them knows of the other processes.
+Data-parallel (torchrun): given :class:`~maskdistill.parallel.shards.RankBatches` (this rank's
+images and the process group), the weights count every rank's images and the loss, gradient and
+products are all-reduced sums, so every rank holds the same Hv and the solvers above (Lanczos,
+Hutchinson, quadrature, the landscape) run in lock-step with the same seeded vectors.
 """
 
 from __future__ import annotations

@@ -6,11 +6,15 @@ run per model (setup.py), and the plan counts it once."""
 from __future__ import annotations
 
 import math
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from maskdistill.probes.core.plan import Step, analysed_images, register_plan
+import torch
+from torch import nn
+
+from maskdistill.models.modes import curvature_mode
+from maskdistill.probes.core.plan import Step, analysed_images, register_plan, register_timer, seconds_of
 from maskdistill.probes.curvature.hessian import default_blocks
-from maskdistill.probes.curvature.hvp import CACHE_IMAGES
+from maskdistill.probes.curvature.hvp import CACHE_IMAGES, HessianOperator
 from maskdistill.probes.curvature.probes import (
     DENSITY_STEPS,
     EIG_STEPS,
@@ -130,4 +134,19 @@ def plan_landscape(
     return out + [Step("loss_landscape_2d", "loss", int(grid) ** 2, n, bs, note=f"{grid}x{grid} grid")]
 
 
-__all__ = ["hessian_images", "plan_density", "plan_landscape", "plan_top_eigs", "plan_trace"]
+@register_timer("hvp", "loss")
+def time_products(ctx: Any, x: torch.Tensor, y: torch.Tensor) -> Dict[str, float]:
+    """Seconds per image of the first product (it builds the gradient graph), of each later one
+    and of one loss, on up to one Hessian batch of the timing images."""
+    b = min(len(x), HESSIAN_BATCH)
+    with curvature_mode(ctx.model):
+        op = HessianOperator(ctx.model, nn.CrossEntropyLoss(), [(x[:b], y[:b])])
+        v = torch.randn(op.n, generator=torch.Generator().manual_seed(0)).to(op.device, op.dtype)
+        first = seconds_of(lambda: op.matvec(v), ctx.device)
+        later = seconds_of(lambda: op.matvec(v), ctx.device)
+        loss = seconds_of(op.loss, ctx.device)
+        op.release()
+    return {"hvp_first": first / b, "hvp": later / b, "loss": loss / b}
+
+
+__all__ = ["time_products", "hessian_images", "plan_density", "plan_landscape", "plan_top_eigs", "plan_trace"]

@@ -22,7 +22,8 @@ import torch
 from maskdistill.parallel.collectives import gather_objects
 from maskdistill.parallel.group import Dist
 from maskdistill.probes.core.per_image import PerImageValues
-from maskdistill.probes.core.shared_pass import Accumulator, LayerSums, Layout, register_group
+from maskdistill.probes.core.shared_pass import Accumulator, Layout, register_group
+from maskdistill.probes.core.state import LayerSums
 from maskdistill.probes.representation.attention_stats import attention_sums, drop_prefix, patch_distances
 
 ATTENTION = "attention"

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from maskdistill.probes.core.per_image import PerImageValues
-from maskdistill.probes.core.shared_pass import Accumulator, LayerSums, Layout, register_group
+from maskdistill.probes.core.shared_pass import Accumulator, Layout, register_group
+from maskdistill.probes.core.state import LayerSums
 from maskdistill.probes.representation.feature_spectra import (
     SpectrumAccumulator,
     fourier_log_amplitude_diagonal,
