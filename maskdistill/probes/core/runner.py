@@ -133,7 +133,8 @@ def _run_probes(
             if explicit:
                 raise
             failed[s.name] = f"{type(e).__name__}: {e}"
-            log.error("%s: probe %s failed: %s", ctx.name, s.name, failed[s.name])
+            if ctx.world.main:  # every rank fails alike; one line is enough
+                log.error("%s: probe %s failed: %s", ctx.name, s.name, failed[s.name])
     return written, failed
 
 

@@ -27,6 +27,7 @@ PARAMS = {  # small solver budgets keep the test short; both runs use the same o
     "hessian_trace": {"max_iter": 10},
     "hessian_density": {"steps": 8},
     "loss_landscape_2d": {"grid": 3},
+    "attention_map": {"images": [1, 8]},  # image 8 lies in rank 1's share: its maps are gathered
 }
 SETTINGS = dict(images=12, batch_size=5, hessian_images=14, labels="folder-order", bootstrap=200)
 REPRESENTATION = (
@@ -92,6 +93,10 @@ def test_representation_statistics_match_within_1e6(runs, model):
         # 1e-6 of the probe's scale, every other number at 1e-6 of itself.
         scale = np.abs(x[ok]).max()
         np.testing.assert_allclose(y[ok], x[ok], rtol=1e-6, atol=1e-6 * scale, err_msg=probe)
+    with np.load(one / model / "attention_map.npz") as za, np.load(two / model / "attention_map.npz") as zb:
+        assert zb["maps"].shape[0] == 2  # images 1 and 8: one from each rank's share
+        np.testing.assert_allclose(zb["maps"], za["maps"], rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(zb["images"], za["images"])
 
 
 @pytest.mark.parametrize("model", list(MODELS))
