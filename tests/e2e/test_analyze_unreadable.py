@@ -92,7 +92,8 @@ def test_a_signal_ends_an_analysis_with_one_line(tmp_path):
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM, err
     assert "Traceback" not in err
     (line,) = [x for x in err.splitlines() if x.startswith("maskdistill:")]
-    assert line.startswith("maskdistill: interrupted: SIGTERM received; stopped. The models finished before")
+    assert line.startswith("maskdistill: interrupted: SIGTERM received; stopped. The probes finished before")
+    assert line.endswith("run the same command again to keep them and do the rest.")
 
 
 def test_unreadable_stimuli_are_skipped_and_listed(tmp_path):
