@@ -9,7 +9,9 @@ duck-typed so that any object with these attributes works:
 - where the data is, unless passed as probe parameters: ``ctx.stimuli`` (a stimulus root in
   model-vs-human's layout, or ``"builtin"`` for the native cue-conflict set of the built-in data),
   else the analysis data ``ctx.data`` (a folder, or the built-in set), and ``ctx.raw_data``
-  (model-vs-human's ``raw-data`` folder of human responses).
+  (model-vs-human's ``raw-data`` folder of human responses);
+- optional ``ctx.world``: the processes sharing the analysis under torchrun (default one process);
+  each evaluates its share of the stimuli and the decisions are gathered on every rank.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import pandas as pd
 import torch
 
+from maskdistill.parallel.group import SINGLE, Dist
 from maskdistill.probes.decisions.responses import read_responses, write_responses
 
 
@@ -46,6 +49,11 @@ def model_of(ctx: Any) -> Tuple[Any, Any, torch.device, str]:
         info = dataclasses.replace(info, img_size=int(size))
     device = torch.device(ctx_attr(ctx, "device", default="cpu"))
     return model, info, device, str(ctx_attr(ctx, "name", default="model"))
+
+
+def world_of(ctx: Any) -> Dist:
+    """The context's process group; one process for contexts without one (duck-typed tests)."""
+    return getattr(ctx, "world", SINGLE)
 
 
 def batch_size_of(ctx: Any, batch_size: Optional[int]) -> int:
@@ -97,4 +105,5 @@ __all__ = [
     "result_meta",
     "save_responses",
     "stimulus_root",
+    "world_of",
 ]

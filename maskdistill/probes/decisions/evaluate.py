@@ -7,11 +7,15 @@ Pipeline per batch: PIL image -> resize the short side to ``img_size / crop_pct`
 mean/std -> logits -> decision mapping (16-class ImageNet or direct, chosen from the first batch's
 number of outputs) -> arg-max. Decisions stay on the device until the end (no per-batch sync), so
 recording costs next to nothing beside the forward pass (``benchmarks/decisions.py``).
+
+Under torchrun every rank decodes and runs only its contiguous share of the items, cut where the
+one-process batches are (``batch_pieces``), and the decisions are gathered in item order, so every
+rank holds the table that one process makes.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -19,10 +23,15 @@ import torch
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
+from maskdistill.parallel.collectives import gather_objects
+from maskdistill.parallel.group import SINGLE, Dist
+from maskdistill.parallel.shards import batch_pieces
 from maskdistill.probes.decisions.imagenet16 import DecisionMapping, decision_mapping_for
 from maskdistill.probes.decisions.responses import make_responses
 
-Distort = Callable[[torch.Tensor], torch.Tensor]  # (B, C, H, W) in [0, 1] -> same
+# (B, C, H, W) in [0, 1] and the B items' indices in the stimulus set -> same; the indices let a
+# random distortion draw per item, whatever batch or rank the item lands in
+Distort = Callable[[torch.Tensor, Sequence[int]], torch.Tensor]
 
 
 def input_transform(img_size: int, crop_pct: float = 1.0, interpolation: str = "bicubic") -> Callable:
@@ -61,6 +70,16 @@ class DecisionRecorder:
         names = np.asarray(self.mapping.classes, dtype=object)
         return list(names[idx])
 
+    def gathered(self, world: Dist) -> Tuple[List[str], Dict[str, Any]]:
+        """Every rank's decisions in rank order (item order for contiguous shares) and the decision
+        mapping's metadata, on every rank; a rank that saw no item adds none (and no mapping)."""
+        mine = (self.decisions(), dict(self.mapping.meta)) if self._chunks and self.mapping else ([], None)
+        parts = gather_objects(mine, world)
+        decisions = [d for part, _ in parts for d in part]
+        if not decisions:
+            raise RuntimeError("no decisions recorded.")
+        return decisions, next(meta for _, meta in parts if meta is not None)
+
 
 def _normaliser(mean: Sequence[float], std: Sequence[float], device: torch.device) -> Callable:
     m = torch.tensor(list(mean), device=device, dtype=torch.float32).view(1, -1, 1, 1)
@@ -79,6 +98,7 @@ def evaluate_stimuli(
     distort: Optional[Distort] = None,
     condition: Optional[str] = None,
     mapping: Optional[DecisionMapping] = None,
+    world: Dist = SINGLE,
 ) -> pd.DataFrame:
     """Decisions of ``model`` on every item of ``stimuli`` as a response table (one row per trial).
 
@@ -86,7 +106,8 @@ def evaluate_stimuli(
     ``stimuli``: a :class:`~maskdistill.probes.decisions.stimuli.StimulusSet` or
     :class:`~maskdistill.data.builtin_conflict.BuiltinCueConflict` (``load(i)``, ``classes``, per-item
     categories and image ids). ``condition`` overrides the items' own condition (distorted copies).
-    ``batch_size=1`` for models that take one image at a time (e.g. some TorchScript exports)."""
+    ``batch_size=1`` for models that take one image at a time (e.g. some TorchScript exports).
+    ``world``: the processes sharing the evaluation; each runs its share, all return the whole table."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     device = torch.device(device)
@@ -106,17 +127,17 @@ def evaluate_stimuli(
     rec = DecisionRecorder(
         stimuli.classes, list(getattr(info, "classes", []) or []), getattr(stimuli, "aliases", ()), mapping
     )
-    for start in range(0, len(stimuli), batch_size):
-        idx = range(start, min(start + batch_size, len(stimuli)))
+    for idx in batch_pieces(len(stimuli), batch_size, world)[0]:  # this rank's share, in item order
         x = torch.stack([tf(stimuli.load(i)) for i in idx]).to(device).float().div_(255.0)  # (B, 3, H, W)
         if distort is not None:
-            x = distort(x)
+            x = distort(x, idx)
         if x.shape[1] == 3 and len(info.mean) == 1:  # 1-channel models see the luminance
             x = x.mean(dim=1, keepdim=True)
         rec.add(model(norm(x)))
     dataset = getattr(stimuli, "dataset", "stimuli")
-    out = make_responses(subj, dataset, cats, conds, ids, rec.decisions())
-    out.attrs["decision_mapping"] = rec.mapping.meta if rec.mapping else {}
+    decisions, meta = rec.gathered(world)
+    out = make_responses(subj, dataset, cats, conds, ids, decisions)
+    out.attrs["decision_mapping"] = meta
     return out
 
 

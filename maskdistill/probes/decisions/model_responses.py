@@ -1,13 +1,14 @@
 """A model's decisions on the out-of-distribution stimulus sets as one model-vs-human response table
 (paper App. C, Figs. 11, 12): the sets found under a stimulus root are evaluated as they are; the
 parametric sets not on disk are made from a folder of clean 16-class images with every published
-condition (``maskdistill.data.distortions``, at the model's input resolution, one generator seeded by
-``seed`` per set). The table is memoised in the context, so ``ood_accuracy`` and
-``error_consistency`` share one evaluation.
+condition (``maskdistill.data.distortions``, at the model's input resolution, the random ones drawn
+per item from a generator seeded by the seed, set, condition and item). The table is memoised in
+the context, so ``ood_accuracy`` and ``error_consistency`` share one evaluation.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -15,7 +16,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import pandas as pd
 import torch
 
-from maskdistill.probes.decisions.context_reads import batch_size_of, model_of, stimulus_root
+from maskdistill.parallel.collectives import sum_across
+from maskdistill.parallel.group import Dist
+from maskdistill.parallel.shards import shard_range
+from maskdistill.probes.decisions.context_reads import batch_size_of, model_of, stimulus_root, world_of
 from maskdistill.probes.decisions.evaluate import evaluate_stimuli, input_transform
 from maskdistill.probes.decisions.stimuli import PARAMETRIC, StimulusSet, find_stimulus_sets, read_stimuli
 
@@ -73,27 +77,70 @@ def _stimulus_sets(root: Optional[str], strict: bool, base_images: Optional[str]
         raise
 
 
-def _distortion(dataset: str, condition: str, gen: torch.Generator, target: Optional[torch.Tensor]) -> Callable:
-    """One condition of a parametric set, applied on the CPU (the generator lives there)."""
+def item_generator(seed: int, dataset: str, condition: str, item: int) -> torch.Generator:
+    """The generator of one item's distortion, seeded by (seed, set, condition, item) alone: the draws
+    do not depend on the batches the items are cut into, nor on which rank of a data-parallel
+    analysis evaluates the item, so any number of processes makes the same distorted images."""
+    key = f"{int(seed)}:{dataset}:{condition}:{int(item)}".encode()
+    return torch.Generator().manual_seed(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1)
+
+
+def _distortion(dataset: str, condition: str, seed: int, target: Optional[torch.Tensor]) -> Callable:
+    """One condition of a parametric set, applied item by item on the CPU (where the generators live)."""
     from maskdistill.data.distortions import apply_condition
 
-    return lambda x: apply_condition(dataset, x.cpu(), condition, gen, target).to(x.device)
+    def distort(x: torch.Tensor, items: Sequence[int]) -> torch.Tensor:
+        parts = [
+            apply_condition(dataset, x[j : j + 1].cpu(), condition, item_generator(seed, dataset, condition, i), target)
+            for j, i in enumerate(items)
+        ]
+        return torch.cat(parts).to(x.device)
+
+    return distort
+
+
+def _target_spectrum(base: StimulusSet, info: Any, world: Dist) -> torch.Tensor:
+    """The power-equalisation target: the mean amplitude spectrum (float64) of the clean images, each
+    rank decoding only its share and the sums added across the ranks (equal to the one-process mean
+    up to the order of the float64 additions)."""
+    from maskdistill.data.distortions import amplitude_spectrum
+
+    tf = input_transform(int(info.img_size), float(info.crop_pct or 1.0), str(info.interpolation))
+    side = int(info.img_size)
+    total = torch.zeros(side, side, dtype=torch.float64)
+    mine = shard_range(len(base), world)
+    for start in range(mine.start, mine.stop, 32):  # a few images at a time: the spectra are float64
+        x = torch.stack([tf(base.load(i)) for i in range(start, min(start + 32, mine.stop))]).float() / 255
+        total += amplitude_spectrum(x).sum(dim=0)
+    return sum_across(total, world) / max(len(base), 1)
 
 
 def _parametric(
-    model: Any, info: Any, base: StimulusSet, dataset: str, name: str, device: torch.device, bs: int, seed: int
+    model: Any,
+    info: Any,
+    base: StimulusSet,
+    dataset: str,
+    name: str,
+    device: torch.device,
+    bs: int,
+    seed: int,
+    world: Dist,
 ) -> List[pd.DataFrame]:
     """The responses on every condition of a parametric set made from the clean images ``base``."""
-    from maskdistill.data.distortions import CONDITIONS, mean_amplitude_spectrum
+    from maskdistill.data.distortions import CONDITIONS
 
-    gen = torch.Generator().manual_seed(seed)
-    target = None
-    if dataset == "power-equalisation":
-        tf = input_transform(int(info.img_size), float(info.crop_pct or 1.0), str(info.interpolation))
-        target = mean_amplitude_spectrum(torch.stack([tf(base.load(i)) for i in range(len(base))]).float() / 255)
+    target = _target_spectrum(base, info, world) if dataset == "power-equalisation" else None
     return [
         evaluate_stimuli(
-            model, info, base, name, device, bs, distort=_distortion(dataset, cond, gen, target), condition=cond
+            model,
+            info,
+            base,
+            name,
+            device,
+            bs,
+            distort=_distortion(dataset, cond, seed, target),
+            condition=cond,
+            world=world,
         )
         for cond in CONDITIONS[dataset]
     ]
@@ -123,11 +170,11 @@ def _evaluate(ctx: Any, req: ResponseRequest) -> pd.DataFrame:
         if ds in sets:
             st = read_stimuli(sets[ds], ds).subset(max_per_class)
             _note_unreadable(ctx, st)
-            frames.append(evaluate_stimuli(model, info, st, name, device, bs))
+            frames.append(evaluate_stimuli(model, info, st, name, device, bs, world=world_of(ctx)))
         elif ds in CONDITIONS and base_images:
             base = read_stimuli(base_images, ds).subset(max_per_class)
             _note_unreadable(ctx, base)
-            frames += _parametric(model, info, base, ds, name, device, bs, req.seed)
+            frames += _parametric(model, info, base, ds, name, device, bs, req.seed, world_of(ctx))
         else:
             raise ValueError(
                 f"no stimuli for dataset {ds!r} under {root}"
@@ -139,4 +186,4 @@ def _evaluate(ctx: Any, req: ResponseRequest) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-__all__ = ["ResponseRequest", "model_responses", "root_or_none"]
+__all__ = ["ResponseRequest", "item_generator", "model_responses", "root_or_none"]

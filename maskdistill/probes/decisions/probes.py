@@ -26,6 +26,7 @@ from maskdistill.probes.decisions.context_reads import (
     result_meta,
     save_responses,
     stimulus_root,
+    world_of,
 )
 from maskdistill.probes.decisions.evaluate import evaluate_stimuli
 from maskdistill.probes.decisions.intervals import (
@@ -75,7 +76,7 @@ def _cue_conflict_responses(
         seed=int(opts.get("seed", seed)),
         num_classes=len(info.classes) if info.classes else 10,
     )
-    return evaluate_stimuli(model, info, st, name, device, bs)
+    return evaluate_stimuli(model, info, st, name, device, bs, world=world_of(ctx))
 
 
 def _shape_bias_table(resp: pd.DataFrame) -> pd.DataFrame:
