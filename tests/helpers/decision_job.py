@@ -21,7 +21,7 @@ from PIL import Image
 from maskdistill.data.analysis_data import parse_data
 from maskdistill.data.synthetic import SHAPES
 from maskdistill.models.spec import ModelInfo
-from maskdistill.parallel.group import SINGLE, Dist
+from maskdistill.parallel.group import Dist
 from maskdistill.probes.core.context import ProbeContext
 from maskdistill.probes.core.registry import run_probe
 from maskdistill.probes.decisions.model_responses import ResponseRequest, model_responses
@@ -110,4 +110,4 @@ def main(out: str) -> None:
 if __name__ == "__main__":
     main(sys.argv[1])
 
-__all__ = ["BASE_PER_CLASS", "CUE_CONFLICT_IMAGES", "OOD_SETS", "SINGLE", "decision_tables"]
+__all__ = ["BASE_PER_CLASS", "CUE_CONFLICT_IMAGES", "OOD_SETS", "decision_tables"]
