@@ -21,7 +21,7 @@ from PIL import Image
 from maskdistill.data.analysis_data import parse_data
 from maskdistill.data.synthetic import SHAPES
 from maskdistill.models.spec import ModelInfo
-from maskdistill.parallel.group import SINGLE, Dist
+from maskdistill.parallel.group import Dist
 from maskdistill.probes.core.context import ProbeContext
 from maskdistill.probes.core.registry import run_probe
 from maskdistill.probes.decisions.model_responses import ResponseRequest, model_responses
@@ -44,13 +44,16 @@ class Counting(torch.nn.Module):
 
 
 def pooled_linear(num_classes: int, seed: int) -> torch.nn.Module:
-    """Logits from a 4 x 4 average-pooled image through a seeded, steep linear map: decisions that
-    vary from image to image (a random tiny ViT gives one class for every input)."""
+    """Logits from a 4 x 4 average-pooled image, standardised over its 48 values (so that the overall
+    brightness, shared by every cell, does not pick one class for every image), through a seeded
+    linear map: decisions that vary from image to image, which a random tiny ViT's do not."""
     torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(48, num_classes))
-    with torch.no_grad():
-        model[2].weight.normal_(0.0, 10.0)
-    return model
+    return torch.nn.Sequential(
+        torch.nn.AdaptiveAvgPool2d(4),
+        torch.nn.Flatten(),
+        torch.nn.LayerNorm(48, elementwise_affine=False),
+        torch.nn.Linear(48, num_classes),
+    )
 
 
 def base_images(root: Path) -> Path:
@@ -107,4 +110,4 @@ def main(out: str) -> None:
 if __name__ == "__main__":
     main(sys.argv[1])
 
-__all__ = ["BASE_PER_CLASS", "CUE_CONFLICT_IMAGES", "OOD_SETS", "SINGLE", "decision_tables"]
+__all__ = ["BASE_PER_CLASS", "CUE_CONFLICT_IMAGES", "OOD_SETS", "decision_tables"]
