@@ -92,12 +92,13 @@ def check_share(bad: Sequence[str], examined: int, max_share: float) -> None:
 
 
 def drop_unreadable(
-    items: Sequence[T], path_of: Callable[[T], str | Path], max_share: float = DEFAULT_MAX_SHARE
+    items: Sequence[T], path_of: Callable[[T], str | Path], max_share: float = DEFAULT_MAX_SHARE, world: Dist = SINGLE
 ) -> Tuple[List[T], List[str]]:
-    """(the items whose image decodes, the paths of those that do not), e.g. a stimulus set's."""
+    """(the items whose image decodes, the paths of those that do not), e.g. a stimulus set's;
+    ``world``: the processes that share the check."""
     paths = [path_of(it) for it in items]
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        reasons = _scan(paths, pool)
+        reasons = _scan(paths, pool, world)
     bad = [str(p) for p, why in zip(paths, reasons) if why is not None]
     check_share(bad, len(items), max_share)
     return [it for it, why in zip(items, reasons) if why is None], bad

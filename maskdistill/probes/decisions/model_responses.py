@@ -168,11 +168,11 @@ def _evaluate(ctx: Any, req: ResponseRequest) -> pd.DataFrame:
     frames = []
     for ds in wanted:
         if ds in sets:
-            st = read_stimuli(sets[ds], ds).subset(max_per_class)
+            st = read_stimuli(sets[ds], ds, world=world_of(ctx)).subset(max_per_class)
             _note_unreadable(ctx, st)
             frames.append(evaluate_stimuli(model, info, st, name, device, bs, world=world_of(ctx)))
         elif ds in CONDITIONS and base_images:
-            base = read_stimuli(base_images, ds).subset(max_per_class)
+            base = read_stimuli(base_images, ds, world=world_of(ctx)).subset(max_per_class)
             _note_unreadable(ctx, base)
             frames += _parametric(model, info, base, ds, name, device, bs, req.seed, world_of(ctx))
         else:

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from maskdistill.data.folder import IMG_EXTENSIONS
 from maskdistill.data.readable import drop_unreadable
+from maskdistill.parallel.group import SINGLE, Dist
 
 NONPARAMETRIC = ("sketch", "stylized", "edge", "silhouette", "cue-conflict")
 PARAMETRIC = (
@@ -151,8 +152,10 @@ def read_stimuli(
     dataset: Optional[str] = None,
     classes: Optional[Sequence[str]] = None,
     transform: Optional[Callable] = None,
+    world: Dist = SINGLE,
 ) -> StimulusSet:
-    """One set's folder -> :class:`StimulusSet` (either layout; ``classes`` default: the 16 categories)."""
+    """One set's folder -> :class:`StimulusSet` (either layout; ``classes`` default: the 16 categories);
+    ``world``: the processes that share the check of the files."""
     from maskdistill.probes.decisions.imagenet16 import categories16
     from maskdistill.probes.decisions.responses import image_id
 
@@ -181,7 +184,7 @@ def read_stimuli(
             stimuli += [Stimulus(p, dataset, d.name, "0", p.name) for p in _images(d)]
     if not stimuli:
         raise ValueError(f"no images in {folder} (expected <category>/<image> or dnn/session-1/<image>).")
-    stimuli, unreadable = drop_unreadable(stimuli, lambda s: s.path)  # skipped, counted, capped
+    stimuli, unreadable = drop_unreadable(stimuli, lambda s: s.path, world=world)  # skipped, counted, capped
     return StimulusSet(stimuli, classes, transform, unreadable)
 
 
