@@ -214,8 +214,7 @@ class ProbeContext:
     def labelled_batches(self, n_batches: int, batch_size: int, images: Optional[int] = None) -> RankBatches:
         """The same fixed labelled batches at every call: the first ``images`` images of the seeded
         order, beyond ``--images`` when asked (default: ``n_batches * batch_size`` of the analysed
-        images), cut into
-        batches of ``batch_size``; labels must be classes the classifier has. Under torchrun each
+        images), cut into batches of ``batch_size``; labels must be classes the classifier has. Under torchrun each
         rank holds its contiguous share, cut where the batches are, so a batch split between two
         ranks keeps its index (:class:`RankBatches`)."""
         from torch.utils.data import Subset
