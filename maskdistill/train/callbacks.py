@@ -3,7 +3,10 @@ trains (sharpness and the Hessian trace during fine-tuning, paper Fig. 7c/7f).
 
 A callback sees a ``LoopState``: the task module (unwrapped from DDP/compile), the step, a fixed
 batch that is the same at every call and across resumes, and ``log`` to write its own metrics
-(``<run>/metrics_<group>.csv``, TensorBoard and W&B). Callbacks run on the main process only.
+(``<run>/metrics_<group>.csv``, TensorBoard and W&B). Callbacks run on the main process only,
+unless they say ``all_ranks = True``: such a callback runs on every process of a DDP job (it takes
+part in collectives, e.g. a data-parallel Hessian over the fixed batch) and ``log`` writes from the
+main process alone.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any, Callable, Dict, Optional
 import torch
 from torch import nn
 
+from maskdistill.parallel.group import SINGLE, Dist
 from maskdistill.runs.metrics import MetricsWriter
 
 
@@ -31,6 +35,7 @@ class LoopState:
     _resume_step: Optional[int] = None
     _wandb: Optional[Any] = None  # the run's WandbLogger, if log.wandb is on
     _cache: Dict[str, Any] = field(default_factory=dict)
+    dist: Dist = SINGLE  # the job's processes (a callback with all_ranks runs on each)
 
     def fixed_batch(self) -> Dict[str, torch.Tensor]:
         """The same batch at every call (built once, on the device)."""
@@ -43,7 +48,10 @@ class LoopState:
         return self._cache["batch"]
 
     def log(self, values: Dict[str, float], group: str = "callbacks") -> None:
-        """Append ``values`` (with this step and epoch) to ``metrics_<group>.csv`` and TensorBoard."""
+        """Append ``values`` (with this step and epoch) to ``metrics_<group>.csv`` and TensorBoard
+        (the main process writes; the others' calls are no-ops)."""
+        if not self.dist.main:
+            return
         if group not in self._writers:
             self._writers[group] = MetricsWriter(
                 self.run_dir, resume_step=self._resume_step, name=f"metrics_{group}", tb_prefix=group, wandb=self._wandb
@@ -60,6 +68,7 @@ class Callback:
     last step); 0 = never."""
 
     every: int = 1
+    all_ranks: bool = False  # run on every DDP process (collectives inside), not on the main one alone
 
     def on_train_start(self, state: LoopState) -> None:
         pass

@@ -150,8 +150,9 @@ def open_loop(job: Job, device: torch.device, dist: Dist, resume: bool) -> LoopR
         _fixed_batch=job.fixed_batch,
         _resume_step=resume_step,
         _wandb=wb,
+        dist=dist,
     )
-    callbacks = list(job.callbacks) if dist.main else []
+    callbacks = [cb for cb in job.callbacks if dist.main or getattr(cb, "all_ranks", False)]
     eval_writer = MetricsWriter(
         job.run_dir,
         enabled=dist.main and job.evaluate is not None,

@@ -9,6 +9,12 @@ on ``task.logits(images)`` (mixup is off in eval mode). The measurement never di
 random vectors come from a private generator seeded with ``seed`` — the same vectors at every call,
 so that changes between steps are not sampling noise — parameters are only read, ``.grad`` is not
 written, and eval mode / fused attention are restored afterwards.
+
+Under DDP (torchrun) the callback runs on every process: each holds its contiguous share of the
+same fixed batch, every Hessian-vector product is the all-reduced sum of the shares' products
+(:class:`~maskdistill.parallel.shards.RankBatches`), so Lanczos and Hutchinson run in lock-step and
+log the values one process logs; the main process writes them. It measures the unwrapped task, so
+DDP's gradient hooks never fire.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maskdistill.parallel.group import SINGLE, Dist
+from maskdistill.parallel.shards import RankBatches, shard_range
 from maskdistill.probes.curvature.hessian import hessian_summary, top_eigenvalues
 from maskdistill.probes.curvature.hvp import ParamFilter
 from maskdistill.train.callbacks import Callback, LoopState
@@ -62,6 +70,8 @@ def _under_net(params: ParamFilter) -> Callable[[str, nn.Parameter], bool]:
 class SharpnessCallback(Callback):
     """Log λ₁ (and λ₂… with ``k``) and the Hessian trace every ``every`` steps on the fixed batch."""
 
+    all_ranks = True  # under DDP every process measures its share of the fixed batch
+
     def __init__(
         self,
         every: int = 100,
@@ -83,7 +93,9 @@ class SharpnessCallback(Callback):
         self.trace, self.trace_tol, self.trace_max_iter, self.seed = trace, trace_tol, trace_max_iter, seed
         self.params, self.image_key, self.label_key, self.loss_fn = params, image_key, label_key, loss_fn
 
-    def measure(self, task: nn.Module, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
+    def measure(self, task: nn.Module, batch: Dict[str, torch.Tensor], world: Dist = SINGLE) -> Dict[str, float]:
+        """The sharpness of ``task`` on ``batch``; with ``world``, on this process's contiguous share
+        of it, the products all-reduced (every process must call it)."""
         if not hasattr(task, "logits") or not hasattr(task, "model"):
             raise TypeError(
                 f"SharpnessCallback needs a classification task with .model and .logits(images) "
@@ -92,7 +104,10 @@ class SharpnessCallback(Callback):
         smoothing = float(getattr(task, "label_smoothing", 0.0) or 0.0)
         loss_fn = self.loss_fn or (lambda out, y: F.cross_entropy(out, y, label_smoothing=smoothing))
         model, filt = _Logits(task), _under_net(self.params)
-        batches = [(batch[self.image_key], batch[self.label_key])]
+        x, y = batch[self.image_key], batch[self.label_key]
+        mine = shard_range(int(x.shape[0]), world)
+        share = [(x[mine.start : mine.stop], y[mine.start : mine.stop])] if len(mine) else []
+        batches = RankBatches(share, world, [0] * len(share), 1)
         with warnings.catch_warnings():  # non-convergence is logged as a column, not warned every N steps
             warnings.simplefilter("ignore")
             lanczos = dict(k=self.k, tol=self.tol, max_iter=self.max_iter, params=filt, seed=self.seed)
@@ -108,6 +123,7 @@ class SharpnessCallback(Callback):
                 lambda_converged=float(eig.converged),
                 eig_products=float(eig.products),
                 label_smoothing=smoothing,
+                processes=float(world.world),  # that shared the products (the values do not depend on it)
             )
             if self.trace:
                 out.update(
@@ -120,7 +136,7 @@ class SharpnessCallback(Callback):
         return out
 
     def on_step_end(self, state: LoopState) -> None:
-        state.log(self.measure(state.model, state.fixed_batch()), group="sharpness")
+        state.log(self.measure(state.model, state.fixed_batch(), state.dist), group="sharpness")
 
 
 __all__ = ["SharpnessCallback"]
