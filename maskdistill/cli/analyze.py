@@ -153,28 +153,36 @@ def run(args: argparse.Namespace) -> int:
         return _analyze(args)
 
 
-def _analyze(args: argparse.Namespace) -> int:
-    from maskdistill.probes.core.runner import run_analyze
-
-    labels, param_items = label_mode(args.labels, args.param)
-    if args.dry_run:
-        return _dry_run(args, labels, parse_params(param_items))
-    paths = run_analyze(
-        parse_models(args.model),
-        args.data,
-        args.probes,
-        args.out,
+def _shared(args: argparse.Namespace, labels: str, params: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """What the analysis and its plan (``--dry-run``) both take from the command line."""
+    return dict(
+        models=parse_models(args.model),
+        data=args.data,
+        probes=args.probes,
+        out=args.out,
         images=args.images,
         batch_size=args.batch_size,
         device=args.device,
         seed=args.seed,
-        pairs=[parse_pair(p, "--pair", "clip=md") for p in args.pair],
-        params=parse_params(param_items),
-        workers=args.workers,
-        bootstrap=args.bootstrap,
-        labels=labels,
-        max_unreadable_share=args.max_unreadable_share,
+        params=params,
         hessian_images=args.hessian_images,
+        labels=labels,
+        bootstrap=args.bootstrap,
+    )
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from maskdistill.probes.core.runner import run_analyze
+
+    labels, param_items = label_mode(args.labels, args.param)
+    shared = _shared(args, labels, parse_params(param_items))
+    if args.dry_run:
+        return _dry_run(shared)
+    paths = run_analyze(
+        **shared,
+        pairs=[parse_pair(p, "--pair", "clip=md") for p in args.pair],
+        workers=args.workers,
+        max_unreadable_share=args.max_unreadable_share,
     )
     report = ""
     if not args.no_report and int(os.environ.get("RANK", "0")) == 0:  # under torchrun: rank 0 alone
@@ -186,29 +194,16 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dry_run(args: argparse.Namespace, labels: str, params: Dict[str, Dict[str, Any]]) -> int:
+def _dry_run(shared: Dict[str, Any]) -> int:
+    """Print the plan (rank 0 under torchrun); nothing runs, nothing is written."""
     from maskdistill.models.device import resolve_device
     from maskdistill.parallel.group import init_distributed
     from maskdistill.probes.core.dry_run import plan_analyze
     from maskdistill.probes.core.plan import render
 
-    device = resolve_device(args.device)
+    device = resolve_device(shared["device"])
     world = init_distributed(device)
-    plan = plan_analyze(
-        parse_models(args.model),
-        args.data,
-        args.probes,
-        args.out,
-        images=args.images,
-        batch_size=args.batch_size,
-        device=args.device,
-        seed=args.seed,
-        params=params,
-        hessian_images=args.hessian_images,
-        labels=labels,
-        bootstrap=args.bootstrap,
-        world=world,
-    )
+    plan = plan_analyze(**shared, world=world)
     if world.main:
         print(render(plan, world, str(device)))
     return 0

@@ -3,8 +3,9 @@ the images it reads, the forward passes or Hessian-vector products it expects, a
 time -- measured on one timing batch of the chosen device and process count, loading no image
 beyond that batch (the image counts come from the file listing).
 
-A probe family says what each of its probes costs (:func:`register_plan`: ``fn(ctx, **params) ->
-[Step]``); the attention/representation probes share one streaming pass, which this module plans
+A probe family says what each of its probes costs (:func:`register_plan`: ``fn(ctx, params) ->
+[Step]``, with the probe's parameters as the probe itself would see them, defaults filled in from its
+signature); the attention/representation probes share one streaming pass, which this module plans
 itself. The counts are those the run then does: a pass is ``ceil(images per process / batch)``
 forward passes, a solver's products are bounded by its budget (a bound is printed as "≤"),
 quadrature and landscape counts are exact. Steps with the same ``shared`` key (the one Lanczos run
@@ -64,8 +65,8 @@ _TIMERS: Dict[str, TimerFn] = {}
 
 
 def register_plan(probe: str) -> Callable[[PlanFn], PlanFn]:
-    """Decorator: ``fn(ctx, **params) -> [Step]`` says what ``probe`` costs on a probe context
-    (whose model is loaded; it must not read images)."""
+    """Decorator: ``fn(ctx, params) -> [Step]`` says what ``probe`` costs on a probe context (whose
+    model is loaded; it must not read images); ``params``: every parameter of the probe."""
 
     def deco(fn: PlanFn) -> PlanFn:
         _PLANS[probe] = fn
@@ -105,10 +106,16 @@ def analysed_images(ctx: Any) -> int:
 
 def probe_steps(ctx: Any, probe: str, params: Mapping[str, Any]) -> List[Step]:
     """What ``probe`` costs (a probe with no plan of its own: one forward pass over the images)."""
+    import inspect
+
+    from maskdistill.probes.core.registry import get_probe
+
     fn = _PLANS.get(probe)
     if fn is None:
         return [Step(probe, "forward", 1, analysed_images(ctx), int(ctx.batch_size), note="no plan of its own")]
-    return fn(ctx, **dict(params))
+    call = inspect.signature(get_probe(probe).fn).bind(ctx, **dict(params))  # an unknown parameter raises
+    call.apply_defaults()
+    return fn(ctx, dict(list(call.arguments.items())[1:]))
 
 
 # ---------------------------------------------------------------------------------------- timing

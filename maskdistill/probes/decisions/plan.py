@@ -5,7 +5,7 @@ the probe runs). ``ood_accuracy`` and ``error_consistency`` share one evaluation
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Mapping, Optional
 
 from maskdistill.data.folder import IMG_EXTENSIONS
 from maskdistill.probes.core.plan import Step, analysed_images, register_plan
@@ -23,33 +23,25 @@ def _batch(ctx: Any, batch_size: Optional[int]) -> int:
 
 
 @register_plan("accuracy")
-def plan_accuracy(ctx: Any, batch_size: Optional[int] = None, **_: Any) -> List[Step]:
-    return [Step("accuracy", "forward", 1, analysed_images(ctx), _batch(ctx, batch_size))]
+def plan_accuracy(ctx: Any, p: Mapping[str, Any]) -> List[Step]:
+    return [Step("accuracy", "forward", 1, analysed_images(ctx), _batch(ctx, p["batch_size"]))]
 
 
 @register_plan("shape_bias")
-def plan_shape_bias(
-    ctx: Any, stimuli: Optional[str] = None, batch_size: Optional[int] = None, builtin_images: int = 450, **_: Any
-) -> List[Step]:
-    root = stimulus_root(ctx, stimuli)
+def plan_shape_bias(ctx: Any, p: Mapping[str, Any]) -> List[Step]:
+    root = stimulus_root(ctx, p["stimuli"])
     if root == "builtin":
-        n = int((ctx.data.options or {}).get("images") or builtin_images)
+        n = int((ctx.data.options or {}).get("images") or p["builtin_images"])
     else:
         n = _listed(find_stimulus_sets(root, strict=False)["cue-conflict"])
-    return [Step("shape_bias", "forward", 1, n, _batch(ctx, batch_size), note="cue-conflict stimuli")]
+    return [Step("shape_bias", "forward", 1, n, _batch(ctx, p["batch_size"]), note="cue-conflict stimuli")]
 
 
 def _plan_ood(probe: str):
-    def plan(
-        ctx: Any,
-        stimuli: Optional[str] = None,
-        datasets: Optional[Sequence[str]] = None,
-        base_images: Optional[str] = None,
-        batch_size: Optional[int] = None,
-        **_: Any,
-    ) -> List[Step]:
+    def plan(ctx: Any, p: Mapping[str, Any]) -> List[Step]:
         from maskdistill.data.distortions import CONDITIONS
 
+        stimuli, datasets, base_images, batch_size = p["stimuli"], p["datasets"], p["base_images"], p["batch_size"]
         on_disk = stimuli or ctx.data.kind == "folder"
         sets = find_stimulus_sets(stimulus_root(ctx, stimuli), strict=False) if on_disk else {}
         wanted = list(datasets) if datasets else sorted(sets)
