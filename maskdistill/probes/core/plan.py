@@ -205,9 +205,17 @@ def work(step: Step, world: Dist) -> str:
     """The work of a step in words, e.g. "≤ 100 Hessian-vector products over 32 images"."""
     if step.unit in ("pass", "forward"):
         count = step.passes(world) * step.count
-        return f"{count} {UNITS[step.unit]} of ≤ {step.batch} images per process"
+        return f"{count} {_units(step.unit, count)} of ≤ {step.batch} images per process"
     bound = "≤ " if step.bound else ""
-    return f"{bound}{step.count} {UNITS[step.unit]} over {step.images} images"
+    return f"{bound}{step.count} {_units(step.unit, step.count)} over {step.images} images"
+
+
+def _units(unit: str, count: int) -> str:
+    """The unit's words, singular for one."""
+    words = UNITS[unit]
+    if count != 1:
+        return words
+    return words.replace("passes", "pass").replace("products", "product").replace("evaluations", "evaluation")
 
 
 def duration(seconds: float) -> str:
@@ -250,6 +258,8 @@ def rows(model: str, steps: Sequence[Step], world: Dist, seconds: Mapping[str, f
 def render(plan: pd.DataFrame, world: Dist, device: str) -> str:
     """The printed plan: one line per model and probe, the estimate, and each model's total."""
     lines = [f"plan on {world.world} process(es), device {device} (times from one measured batch):"]
+    if "bound" in plan and plan["bound"].fillna(False).astype(bool).any():
+        lines.append("  (≤: a solver's budget; it may converge sooner, and its time is that of the budget)")
     for model, g in plan.groupby("model", sort=False):
         total = float(g["seconds"].fillna(0).sum())
         lines.append(f"  {model}: about {duration(total)}")
