@@ -25,7 +25,6 @@ alone writes results, the manifest and the report.
 
 from __future__ import annotations
 
-import datetime as _dt
 import gc
 import logging
 import os
@@ -42,7 +41,7 @@ from maskdistill.parallel.collectives import gather_objects
 from maskdistill.parallel.group import Dist, barrier, init_distributed
 from maskdistill.probes.core.context import ProbeContext
 from maskdistill.probes.core.intervals import REPLICATES, Bootstrap
-from maskdistill.probes.core.manifest import FIGURES, MANIFEST, read_manifest, write_json
+from maskdistill.probes.core.manifest import FIGURES, MANIFEST, model_entry, read_manifest, record_model, write_json
 from maskdistill.probes.core.registry import ProbeSpec, resolve_probes
 from maskdistill.probes.core.resume import REQUEST, finished_probes, model_request, normalised, probe_request
 
@@ -138,37 +137,6 @@ def _run_probes(
     return written, failed
 
 
-def _manifest_entry(
-    ctx: ProbeContext,
-    spec: str,
-    specs: Sequence[ProbeSpec],
-    skipped: Mapping[str, str],
-    failed: Mapping[str, str],
-    seconds: float,
-) -> Dict[str, Any]:
-    """What ``analyze.json`` records of one analysed model."""
-    stats = ctx.memo.get("shared")
-    ran = sorted(s.name for s in specs if s.name not in skipped and s.name not in failed)
-    speed = round(stats.n_images / stats.seconds, 2) if stats and stats.seconds else None
-    return {
-        "spec": spec,
-        "processes": ctx.world.world,
-        "data": ctx.data.spec,
-        "images": stats.n_images if stats else ctx.images,
-        "seed": ctx.seed,
-        "batch_size": ctx.batch_size,
-        "device": str(ctx.device),
-        "probes": ran,
-        "skipped": dict(skipped),
-        "failed": dict(failed),
-        "seconds": round(seconds, 2),
-        "images_per_second_shared_pass": speed,
-        "unreadable_images": list(getattr(ctx.memo.get("dataset"), "unreadable", []))
-        + list(ctx.memo.get("unreadable_stimuli", [])),
-        "finished": _dt.datetime.now().isoformat(timespec="seconds"),
-    }
-
-
 def _analyse_model(
     name: str,
     spec: str,
@@ -195,6 +163,9 @@ def _analyse_model(
     todo = [s for s in specs if s.name not in kept and s.name not in before]
     if not todo:
         log.info("%s: every probe finished before (%s); kept", name, ", ".join(sorted(kept)) or "none to run")
+        if (entry or {}).get("request") != request:  # killed after its last result, before the manifest
+            light = dict(spec=spec, data=ds.spec, probes=sorted(kept), skipped=before, resumed=sorted(kept))
+            record_model(manifest, name, dict(light, request=request), out, world.main)
         return []
     if kept:
         rest = ", ".join(s.name for s in todo)
@@ -204,13 +175,9 @@ def _analyse_model(
     skipped = _skipped(ctx, todo, params, explicit)
     paths, failed = _run_probes(ctx, todo, params, explicit, skipped, out / name, base)
     done = set(kept) | {s.name for s in todo if s.name not in skipped and s.name not in failed}
-    record = _manifest_entry(ctx, spec, [s for s in specs if s.name in done], {}, failed, time.perf_counter() - t0)
+    record = model_entry(ctx, spec, [s for s in specs if s.name in done], {}, failed, time.perf_counter() - t0)
     record.update(skipped={**before, **skipped}, resumed=sorted(kept), request=request)
-    manifest["models"][name] = record
-    if name not in manifest["order"]:
-        manifest["order"].append(name)
-    if world.main:
-        write_json(out / MANIFEST, manifest)
+    record_model(manifest, name, record, out, world.main)
     log.info("%s: %d probe(s) in %.1fs", name, len(todo) - len(skipped) - len(failed), time.perf_counter() - t0)
     del ctx
     gc.collect()

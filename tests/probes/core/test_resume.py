@@ -100,3 +100,13 @@ def test_a_finished_analysis_runs_nothing_and_a_changed_argument_redoes(killed_t
     assert [p.name for p in written] == ["hessian_trace.csv"]
     assert "redoing, made with other settings (params)" in caplog.text
     assert json.loads((root / "out" / "vit" / "hessian_trace.json").read_text())["request"]["params"] == {"max_iter": 9}
+
+
+def test_results_without_their_manifest_entry_are_kept_and_recorded(killed_then_resumed):
+    root, _ = killed_then_resumed
+    (root / "whole" / "analyze.json").unlink()  # a kill after the last result, before the manifest
+    before = _snapshot(root / "whole" / "vit")
+    assert run_analyze({"vit": MODEL}, "builtin:val", PROBES, root / "whole", params=PARAMS, **ARGS) == []
+    assert _snapshot(root / "whole" / "vit") == before
+    entry = json.loads((root / "whole" / "analyze.json").read_text())["models"]["vit"]
+    assert sorted(entry["probes"]) == sorted(PROBES.split(",")) and entry["resumed"] == entry["probes"]
