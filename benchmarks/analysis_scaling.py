@@ -26,7 +26,6 @@ import os
 import socket
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
@@ -52,18 +51,14 @@ def _free_port() -> int:
 
 def _median_seconds(fn: Callable[[], Any], repeats: int, device: torch.device) -> float:
     """Median wall time of ``fn`` over ``repeats`` runs, each started together on every rank."""
+    from maskdistill.probes.core.plan import seconds_of
+
     fn()  # untimed: first-call costs
     times = []
     for _ in range(repeats):
         if dist.is_initialized():
             dist.barrier()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t)
+        times.append(seconds_of(fn, device))
     return statistics.median(times)
 
 

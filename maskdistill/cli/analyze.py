@@ -17,7 +17,8 @@ labels=folder-order``) states that class folder k is output k of a head without 
 
 Under torchrun (``torchrun --nproc_per_node=N -m maskdistill analyze ...``, also multi-node) every
 probe runs data-parallel and rank 0 writes. Started again with the same arguments, an analysis keeps
-the probes already finished and redoes the rest.
+the probes already finished and redoes the rest. ``--dry-run`` prints the plan (images, passes,
+Hessian-vector products, an estimated time from one timed batch) and runs nothing.
 
 example:
   maskdistill analyze --model clip=timm:vit_base_patch16_clip_224.openai@/w/clip.safetensors \\
