@@ -200,7 +200,7 @@ def _dry_run(shared: Dict[str, Any]) -> int:
     from maskdistill.models.device import resolve_device
     from maskdistill.parallel.group import init_distributed
     from maskdistill.probes.core.dry_run import plan_analyze
-    from maskdistill.probes.core.plan import render
+    from maskdistill.probes.core.plan_table import render
 
     device = resolve_device(shared["device"])
     world = init_distributed(device)

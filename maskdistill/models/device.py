@@ -28,4 +28,29 @@ def resolve_device(name: str | torch.device = "auto", option: str = "--device") 
     return device
 
 
-__all__ = ["resolve_device"]
+def free_memory(device: torch.device) -> int:
+    """Bytes this process may still take on ``device``: on a GPU what the driver reports free plus
+    what PyTorch's caching allocator holds unused; on the CPU the host's available memory shared
+    among the processes torchrun started on this host (``LOCAL_WORLD_SIZE``)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    return _host_available() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def _host_available() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:  # not Linux: free pages (an underestimate of what the system could give back)
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 2**62  # unknown: no limit is assumed
+
+
+__all__ = ["free_memory", "resolve_device"]

@@ -30,7 +30,7 @@ from torch import nn
 from maskdistill.parallel.group import SINGLE, Dist
 from maskdistill.parallel.shards import RankBatches, shard_range
 from maskdistill.probes.curvature.hessian import hessian_summary, top_eigenvalues
-from maskdistill.probes.curvature.hvp import ParamFilter
+from maskdistill.probes.curvature.operands import ParamFilter
 from maskdistill.train.callbacks import Callback, LoopState
 
 

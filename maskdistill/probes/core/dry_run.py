@@ -14,7 +14,8 @@ from maskdistill.data.analysis_data import parse_data
 from maskdistill.models.device import resolve_device
 from maskdistill.parallel.group import Dist, init_distributed
 from maskdistill.probes.core.context import ProbeContext
-from maskdistill.probes.core.plan import measure, probe_steps, rows, shared_pass_step
+from maskdistill.probes.core.plan import measure, probe_steps, shared_pass_step
+from maskdistill.probes.core.plan_table import rows
 from maskdistill.probes.core.resume import finished, model_request, probe_request
 from maskdistill.probes.core.runner import check_names, check_settings, select_probes
 

@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Sequence
 
-import pandas as pd
 import torch
 
 from maskdistill.parallel.group import Dist
@@ -47,7 +46,6 @@ class Step:
     bound: bool = False
     shared: str = ""
     note: str = ""
-    rebuilt: bool = False  # hvp: every product rebuilds the gradient graph (too many images to cache it)
 
     def per_process(self, world: Dist) -> int:
         """Images of the biggest process share."""
@@ -80,7 +78,9 @@ SHARED_PASS = "shared pass"
 
 def register_timer(*units: str) -> Callable[[TimerFn], TimerFn]:
     """Decorator: ``fn(ctx, images, labels) -> {unit: seconds per image}`` times the units a family
-    brings (e.g. Hessian-vector products) on the timing batch."""
+    brings (e.g. Hessian-vector products) on the timing batch; the Hessian's timer adds what its
+    graph takes (``graph_bytes`` per image, ``graph_images``: the most images whose graph a process
+    keeps between products, ``free_bytes``: the free memory it measured against)."""
 
     def deco(fn: TimerFn) -> TimerFn:
         for u in units:
@@ -166,6 +166,7 @@ def measure(ctx: Any, units: Sequence[str], shared_probes: Sequence[str]) -> Dic
         groups = shared_groups(set(shared_probes))
         run_shared_pass(timing, groups)
         out["pass"] = run_shared_pass(timing, groups).seconds / len(x)
+    out["image_bytes"] = float(x[0].numel() * x.element_size())
     xd = x.to(ctx.device)
     if "forward" in units:
         with torch.inference_mode(), ctx.autocast():
@@ -188,101 +189,51 @@ def _timing_context(ctx: Any, data: Any, probes: Sequence[str]) -> Any:
 
 
 # ---------------------------------------------------------------------------------------- estimate
-def estimate(step: Step, world: Dist, seconds: Mapping[str, float]) -> float:
+def graph_kept(step: Step, world: Dist, measured: Mapping[str, float]) -> bool:
+    """Whether the products of ``step`` keep the gradient graph (HessianOperator's rule: one batch's
+    graph always; more while it fits the measured share of free memory)."""
+    n = step.per_process(world)
+    return n <= step.batch or n <= measured.get("graph_images", math.inf)
+
+
+def estimate(step: Step, world: Dist, measured: Mapping[str, float]) -> float:
     """Seconds of one step on the biggest process share."""
     n = step.per_process(world)
     if step.unit == "hvp":
-        later = seconds.get("hvp", math.nan) * n
-        first = seconds.get("hvp_first", math.nan) * n
-        # a cached graph pays the first product once; a rebuilt one every time
-        return first * step.count if step.rebuilt else first + later * (step.count - 1)
-    if step.unit in ("pass", "forward"):
-        return seconds.get(step.unit, math.nan) * n * step.count
-    return seconds.get(step.unit, math.nan) * n * step.count
+        later = measured.get("hvp", math.nan) * n
+        first = measured.get("hvp_first", math.nan) * n
+        # a kept graph pays the first product once; a rebuilt one every time
+        return first + later * (step.count - 1) if graph_kept(step, world, measured) else first * step.count
+    return measured.get(step.unit, math.nan) * n * step.count
 
 
-def work(step: Step, world: Dist) -> str:
-    """The work of a step in words, e.g. "≤ 100 Hessian-vector products over 32 images"."""
-    if step.unit in ("pass", "forward"):
-        count = step.passes(world) * step.count
-        return f"{count} {_units(step.unit, count)} of ≤ {step.batch} images per process"
-    bound = "≤ " if step.bound else ""
-    return f"{bound}{step.count} {_units(step.unit, step.count)} over {step.images} images"
-
-
-def _units(unit: str, count: int) -> str:
-    """The unit's words, singular for one."""
-    words = UNITS[unit]
-    if count != 1:
-        return words
-    return words.replace("passes", "pass").replace("products", "product").replace("evaluations", "evaluation")
-
-
-def duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    if seconds < 90:
-        return f"{seconds:.1f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def rows(model: str, steps: Sequence[Step], world: Dist, seconds: Mapping[str, float]) -> List[Dict[str, Any]]:
-    """The plan's rows of one model (a shared step appears once, under the first probe)."""
-    first: Dict[str, str] = {}
-    out: List[Dict[str, Any]] = []
-    for s in steps:
-        if s.shared and s.shared in first:
-            what = f"shares the {s.shared.split('|')[0]} of {first[s.shared]}"
-            out.append(dict(model=model, probe=s.probe, images=s.images, work=what, seconds=0.0))
-            continue
-        if s.shared:
-            first[s.shared] = s.probe
-        count = s.passes(world) * s.count if s.unit in ("pass", "forward") else s.count
-        out.append(
-            dict(
-                model=model,
-                probe=s.probe,
-                images=s.images,
-                unit=s.unit,
-                count=count,
-                bound=s.bound,
-                work=work(s, world) + (f" ({s.note})" if s.note else ""),
-                seconds=estimate(s, world, seconds),
-            )
-        )
-    return out
-
-
-def render(plan: pd.DataFrame, world: Dist, device: str) -> str:
-    """The printed plan: one line per model and probe, the estimate, and each model's total."""
-    lines = [f"plan on {world.world} process(es), device {device} (times from one measured batch):"]
-    if "bound" in plan and plan["bound"].fillna(False).astype(bool).any():
-        lines.append("  (≤: a solver's budget; it may converge sooner, and its time is that of the budget)")
-    for model, g in plan.groupby("model", sort=False):
-        total = float(g["seconds"].fillna(0).sum())
-        lines.append(f"  {model}: about {duration(total)}")
-        for r in g.itertuples(index=False):
-            est = "" if r.work.startswith(("shares", "finished", "skipped")) else f"  ~{duration(r.seconds)}"
-            lines.append(f"    {r.probe:28s} {int(r.images):>7d} images  {r.work}{est}")
-    return "\n".join(lines)
+def memory(step: Step, world: Dist, measured: Mapping[str, float]) -> float:
+    """Bytes a process holds for a curvature step: its share of the images (kept on the device for
+    every product or evaluation) and, for products, the gradient graph (all of the share's, or one
+    batch's when it is rebuilt); NaN for the streaming passes, which hold one batch at a time."""
+    if step.unit not in ("hvp", "loss"):
+        return math.nan
+    n = step.per_process(world)
+    held = measured.get("image_bytes", math.nan) * n
+    if step.unit == "hvp":
+        graph = n if graph_kept(step, world, measured) else min(n, step.batch)
+        held += measured.get("graph_bytes", math.nan) * graph
+    return held
 
 
 __all__ = [
+    "UNITS",
     "Step",
     "SHARED_PASS",
-    "UNITS",
     "analysed_images",
-    "duration",
     "estimate",
+    "graph_kept",
+    "memory",
     "measure",
     "probe_steps",
     "register_plan",
     "register_timer",
-    "render",
     "seconds_of",
-    "rows",
     "shared_pass_step",
     "timing_batch",
 ]

@@ -7,7 +7,7 @@ Every function runs the model in eval mode with eager attention (restored afterw
 ``.grad`` nor a parameter, and draws its random vectors from a private generator seeded by
 ``seed`` (the global RNG is untouched). ``loss_fn(outputs, targets)`` is a criterion such as
 ``nn.CrossEntropyLoss()``; ``batches`` a list of (inputs, targets); ``params`` a parameter filter
-(see :func:`maskdistill.probes.curvature.hvp.select_params`): the Hessian is then the diagonal block of those
+(see :func:`maskdistill.probes.curvature.operands.select_params`): the Hessian is then the diagonal block of those
 parameters. The Hessian is that of the sample-weighted mean loss over all batches.
 """
 
@@ -29,8 +29,9 @@ from maskdistill.probes.curvature.estimators import (
     seeded,
     top_eigenpairs,
 )
-from maskdistill.probes.curvature.hvp import Batches, HessianOperator, LossFn, ParamFilter, select_params
+from maskdistill.probes.curvature.hvp import HessianOperator
 from maskdistill.probes.curvature.lanczos import Krylov
+from maskdistill.probes.curvature.operands import Batches, LossFn, ParamFilter, select_params
 from maskdistill.probes.curvature.quadrature import slq
 from maskdistill.probes.curvature.results import DensityResult, EigenResult, TraceResult
 

@@ -7,7 +7,9 @@ parameter filter restricts H to the diagonal block of e.g. one transformer block
 - ``"reverse"`` (double backprop): the gradient graph (``create_graph=True``) is built once and every
   product is one more backward pass through it (``retain_graph=True``). Iterative methods call the
   product tens of times on the same batches, so building the first-order graph once pays; with
-  ``cache_graph=False`` it is rebuilt per product and only one batch's graph is alive at a time;
+  ``cache_graph=False`` it is rebuilt per product and only one batch's graph is alive at a time. By
+  default the graph is kept when it fits: the first batch's graph is measured, scaled to this
+  process's images and kept if it takes at most a share of the free memory (graph_memory.py);
 - ``"forward"`` (forward-over-reverse, ``torch.func.jvp`` of ``torch.func.grad``): a fresh forward
   and backward with dual numbers per product, no graph kept between products.
 
@@ -24,77 +26,26 @@ Hutchinson, quadrature, the landscape) run in lock-step with the same seeded vec
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from maskdistill.models.device import free_memory
 from maskdistill.parallel.collectives import sum_across, sum_floats
 from maskdistill.parallel.group import SINGLE, Dist
+from maskdistill.probes.curvature.graph_memory import SavedBytes, graph_fits
+from maskdistill.probes.curvature.operands import (
+    Batches,
+    LossFn,
+    ParamFilter,
+    check_batches,
+    scalar_loss,
+    select_params,
+    size_of,
+)
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-Batches = Sequence[Tuple[torch.Tensor, torch.Tensor]]
-ParamFilter = Union[None, str, Sequence[str], Callable[[str, nn.Parameter], bool]]
 METHODS = ("reverse", "forward")
-# The cached first-order graph holds every local image's activations twice over; above this many
-# images on one rank a product rebuilds it batch by batch instead (memory of one batch's graph).
-CACHE_IMAGES = 256
-
-
-def _matches(name: str, prefix: str) -> bool:
-    prefix = prefix.rstrip(".")
-    return name == prefix or name.startswith(prefix + ".")
-
-
-def select_params(model: nn.Module, params: ParamFilter = None) -> List[Tuple[str, nn.Parameter]]:
-    """The (name, parameter) pairs a probe differentiates: every trainable parameter (``None``), those
-    under a dotted prefix (``"blocks.3"``) or any of several prefixes, or those a predicate
-    ``fn(name, param) -> bool`` accepts. Frozen parameters (``requires_grad=False``) never count."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if params is None:
-        chosen = named
-    elif isinstance(params, str):
-        chosen = [(n, p) for n, p in named if _matches(n, params)]
-    elif callable(params):
-        chosen = [(n, p) for n, p in named if params(n, p)]
-    else:
-        prefixes = list(params)
-        chosen = [(n, p) for n, p in named if any(_matches(n, s) for s in prefixes)]
-    if not chosen:
-        sample = ", ".join(n for n, _ in named[:6]) or "none: every parameter is frozen"
-        raise ValueError(
-            f"the parameter filter {params!r} selects no trainable parameter; names look like "
-            f"{sample}. Pass a dotted prefix such as 'blocks.0', a list of them, or a predicate."
-        )
-    return chosen
-
-
-def check_batches(batches: Batches, allow_empty: bool = False) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-    batches = list(batches)
-    if not batches and not allow_empty:
-        raise ValueError(
-            "batches is empty: the Hessian needs at least one (inputs, targets) batch; pass e.g. [(images, labels)]."
-        )
-    for i, b in enumerate(batches):
-        if not isinstance(b, (tuple, list)) or len(b) != 2:
-            raise ValueError(f"batch {i} is a {type(b).__name__}, expected an (inputs, targets) pair.")
-        if _size(b[0]) == 0:
-            raise ValueError(f"batch {i} has no samples; drop empty batches.")
-    return [(b[0], b[1]) for b in batches]
-
-
-def _size(x: object) -> int:
-    return int(x.shape[0]) if torch.is_tensor(x) and x.ndim > 0 else 1
-
-
-def scalar_loss(loss: torch.Tensor) -> torch.Tensor:
-    if not torch.is_tensor(loss) or loss.numel() != 1:
-        shape = tuple(loss.shape) if torch.is_tensor(loss) else type(loss).__name__
-        raise ValueError(
-            f"loss_fn returned {shape}, not a scalar: the Hessian is that of one number. Use a "
-            f"mean-reduced criterion (e.g. nn.CrossEntropyLoss(reduction='mean'))."
-        )
-    return loss.reshape(())
 
 
 class HessianOperator:
@@ -114,12 +65,16 @@ class HessianOperator:
         self.world: Dist = getattr(batches, "world", SINGLE)
         self.model, self.loss_fn, self.method = model, loss_fn, method
         self.batches = check_batches(batches, allow_empty=self.world.enabled)
-        local = sum(_size(x) for x, _ in self.batches)
-        self.cache_graph = local <= CACHE_IMAGES if cache_graph is None else cache_graph
+        local = sum(size_of(x) for x, _ in self.batches)
+        # None: keep the graph if it fits (decided when the first product builds it)
+        self._fit_graph = cache_graph is None and len(self.batches) > 1
+        self.cache_graph = True if cache_graph is None else bool(cache_graph)
+        self.local_images = local
+        self.graph_bytes: Optional[float] = None  # measured: the kept graph of this process's images
         total = sum_floats([float(local)], self.world)[0]  # every rank's images weigh the same
         if total == 0:
             raise ValueError("no rank holds an image of the Hessian's batches; give the probe images.")
-        self.weights = [_size(x) / total for x, _ in self.batches]
+        self.weights = [size_of(x) / total for x, _ in self.batches]
         named = select_params(model, params)
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
@@ -180,8 +135,9 @@ class HessianOperator:
             return torch.zeros_like(v)
         if self.method == "forward":
             return self._forward_over_reverse(v)
-        if self.cache_graph:
-            return self._backward(self._cached_graph(), v, retain=True)
+        graph = self._cached_graph() if self.cache_graph else None
+        if graph is not None:
+            return self._backward(graph, v, retain=True)
         hv = torch.zeros_like(v)
         for (x, y), w in zip(self.batches, self.weights):
             hv = hv + self._backward(self._grads_with_graph(x, y, w), v, retain=False)
@@ -197,14 +153,15 @@ class HessianOperator:
             self.products += vs.shape[0]
             local = torch.stack([self._local_matvec(v.to(self.dtype)) for v in vs])
             return sum_across(local, self.world)
-        if self.method == "reverse" and self.cache_graph and self._batched_ok:
+        graph = self._cached_graph() if self.method == "reverse" and self.cache_graph and self._batched_ok else None
+        if graph is not None:
             s = vs.shape[0]
             cols = [
                 c.reshape(s, *shape)
                 for c, shape in zip(torch.split(vs.to(self.dtype), self.numels, dim=1), self.shapes)
             ]
             try:
-                hv = _second_backward(self._cached_graph(), cols, self.params, retain=True, batched=True)
+                hv = _second_backward(graph, cols, self.params, retain=True, batched=True)
             except RuntimeError:  # an op whose double backward vmap does not cover: one product at a time
                 self._batched_ok = False
             else:
@@ -220,10 +177,20 @@ class HessianOperator:
                 )
         return torch.stack([self.matvec(v) for v in vs])
 
-    def _cached_graph(self) -> List[Optional[torch.Tensor]]:
-        if self._graph is None:
-            per_batch = [self._grads_with_graph(x, y, w) for (x, y), w in zip(self.batches, self.weights)]
-            self._graph = [_sum_opt(gs) for gs in zip(*per_batch)]
+    def _cached_graph(self) -> Optional[List[Optional[torch.Tensor]]]:
+        """The summed first-order gradients with their graph, built on first use; None (and from then
+        on ``cache_graph`` False) when the graph of all this process's images would not fit."""
+        if self._graph is None and self.batches:
+            free = free_memory(self.device)
+            (x0, y0), w0 = self.batches[0], self.weights[0]
+            with SavedBytes(self.params, self.device) as saved:
+                first = self._grads_with_graph(x0, y0, w0)
+            self.graph_bytes = saved.bytes * self.local_images / size_of(x0)
+            if self._fit_graph and not graph_fits(self.graph_bytes, free):
+                self.cache_graph = False  # rebuild per product: one batch's graph at a time
+                return None
+            rest = [self._grads_with_graph(x, y, w) for (x, y), w in zip(self.batches[1:], self.weights[1:])]
+            self._graph = [_sum_opt(gs) for gs in zip(first, *rest)]
         return self._graph
 
     def _backward(self, grads: List[Optional[torch.Tensor]], v: torch.Tensor, retain: bool) -> torch.Tensor:
@@ -287,14 +254,4 @@ def _sum_opt(ts: Sequence[Optional[torch.Tensor]]) -> Optional[torch.Tensor]:
     return out
 
 
-__all__ = [
-    "CACHE_IMAGES",
-    "HessianOperator",
-    "select_params",
-    "check_batches",
-    "scalar_loss",
-    "LossFn",
-    "Batches",
-    "ParamFilter",
-    "METHODS",
-]
+__all__ = ["HessianOperator", "METHODS"]

@@ -23,7 +23,8 @@ from torch import nn
 
 from maskdistill.models.modes import curvature_mode
 from maskdistill.probes.curvature.hessian import top_eigenvalues
-from maskdistill.probes.curvature.hvp import Batches, HessianOperator, LossFn, ParamFilter, select_params
+from maskdistill.probes.curvature.hvp import HessianOperator
+from maskdistill.probes.curvature.operands import Batches, LossFn, ParamFilter, select_params
 
 Direction = Sequence[torch.Tensor]
 Directions = Union[str, Sequence[Direction]]

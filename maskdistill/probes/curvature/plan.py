@@ -12,10 +12,12 @@ from typing import Any, Dict, List, Mapping, Tuple
 import torch
 from torch import nn
 
+from maskdistill.models.device import free_memory
 from maskdistill.models.modes import curvature_mode
 from maskdistill.probes.core.plan import Step, analysed_images, register_plan, register_timer, seconds_of
+from maskdistill.probes.curvature.graph_memory import GRAPH_SHARE
 from maskdistill.probes.curvature.hessian import default_blocks
-from maskdistill.probes.curvature.hvp import CACHE_IMAGES, HessianOperator
+from maskdistill.probes.curvature.hvp import HessianOperator
 from maskdistill.probes.curvature.probes import EIG_STEPS, EIG_TOL, PER_BATCH_MAX
 from maskdistill.probes.curvature.setup import HESSIAN_BATCH
 
@@ -33,9 +35,8 @@ def hessian_images(ctx: Any, p: Params) -> Tuple[int, int]:
 
 
 def _hvp(ctx: Any, probe: str, count: int, n: int, bs: int, **kw: Any) -> Step:
-    """Products over ``n`` images; a process with more than ``CACHE_IMAGES`` rebuilds the graph."""
-    rebuilt = math.ceil(n / ctx.world.world) > CACHE_IMAGES
-    return Step(probe, "hvp", int(count), n, bs, rebuilt=rebuilt, **kw)
+    """Products over ``n`` images (whether the graph is kept follows from the timed memory)."""
+    return Step(probe, "hvp", int(count), n, bs, **kw)
 
 
 def _lanczos(ctx: Any, probe: str, p: Params, k: int, tol: float, steps: int) -> Step:
@@ -103,16 +104,27 @@ def plan_landscape(ctx: Any, p: Params) -> List[Step]:
 @register_timer("hvp", "loss")
 def time_products(ctx: Any, x: torch.Tensor, y: torch.Tensor) -> Dict[str, float]:
     """Seconds per image of the first product (it builds the gradient graph), of each later one
-    and of one loss, on up to one Hessian batch of the timing images."""
+    and of one loss, on up to one Hessian batch of the timing images; the graph's bytes per image
+    and how many images' graph a process may keep (above that, every product rebuilds it)."""
     b = min(len(x), HESSIAN_BATCH)
+    free = free_memory(ctx.device)
     with curvature_mode(ctx.model):
         op = HessianOperator(ctx.model, nn.CrossEntropyLoss(), [(x[:b], y[:b])])
         v = torch.randn(op.n, generator=torch.Generator().manual_seed(0)).to(op.device, op.dtype)
         first = seconds_of(lambda: op.matvec(v), ctx.device)
         later = seconds_of(lambda: op.matvec(v), ctx.device)
         loss = seconds_of(op.loss, ctx.device)
+        graph = float(op.graph_bytes or 0.0) / b
         op.release()
-    return {"hvp_first": first / b, "hvp": later / b, "loss": loss / b}
+    keep = math.floor(GRAPH_SHARE * free / graph) if graph > 0 else math.inf
+    return {
+        "hvp_first": first / b,
+        "hvp": later / b,
+        "loss": loss / b,
+        "graph_bytes": graph,
+        "graph_images": float(keep),
+        "free_bytes": float(free),
+    }
 
 
 __all__ = ["hessian_images", "plan_density", "plan_landscape", "plan_top_eigs", "plan_trace", "time_products"]

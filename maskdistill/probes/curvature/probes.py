@@ -25,8 +25,8 @@ import pandas as pd
 
 from maskdistill.probes.core.registry import ProbeResult, register
 from maskdistill.probes.curvature.hessian import deflated_trace, eigen_density, hessian_trace, per_block_sharpness
-from maskdistill.probes.curvature.hvp import ParamFilter
 from maskdistill.probes.curvature.landscape import loss_landscape_2d
+from maskdistill.probes.curvature.operands import ParamFilter
 from maskdistill.probes.curvature.results import EigenResult, TraceResult
 from maskdistill.probes.curvature.setup import Setup, name_of, setup, shared_top
 from maskdistill.probes.curvature.tables import eigen_rows, frame, spread_rows, status_rows, trace_rows

@@ -18,7 +18,7 @@ from torch import nn
 from maskdistill.parallel.group import SINGLE
 from maskdistill.parallel.shards import RankBatches
 from maskdistill.probes.curvature.hessian import top_eigenvalues
-from maskdistill.probes.curvature.hvp import ParamFilter
+from maskdistill.probes.curvature.operands import ParamFilter
 from maskdistill.probes.curvature.results import EigenResult
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
