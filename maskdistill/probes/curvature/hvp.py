@@ -146,26 +146,26 @@ class HessianOperator:
     def matmat(self, vs: torch.Tensor) -> torch.Tensor:
         """H applied to each row of vs (s, n) -> (s, n); counts s products. With the cached reverse
         graph the s backward passes run as one vectorised pass (``is_grads_batched``), several times
-        faster than s single products on small and medium models."""
+        faster than s single products on small and medium models; across processes the block of
+        products is one all-reduce."""
         if vs.ndim != 2 or vs.shape[1] != self.n:
             raise ValueError(f"vs has shape {tuple(vs.shape)}, expected (s, {self.n}).")
-        if self.world.enabled:  # one all-reduce for the block of products
-            self.products += vs.shape[0]
-            local = torch.stack([self._local_matvec(v.to(self.dtype)) for v in vs])
-            return sum_across(local, self.world)
-        graph = self._cached_graph() if self.method == "reverse" and self.cache_graph and self._batched_ok else None
+        vs = vs.to(self.dtype)
+        self.products += vs.shape[0]
+        return sum_across(self._local_matmat(vs), self.world)
+
+    def _local_matmat(self, vs: torch.Tensor) -> torch.Tensor:
+        """This rank's part of H applied to each row of vs."""
+        batched = self.batches and self.method == "reverse" and self.cache_graph and self._batched_ok
+        graph = self._cached_graph() if batched else None
         if graph is not None:
             s = vs.shape[0]
-            cols = [
-                c.reshape(s, *shape)
-                for c, shape in zip(torch.split(vs.to(self.dtype), self.numels, dim=1), self.shapes)
-            ]
+            cols = [c.reshape(s, *shape) for c, shape in zip(torch.split(vs, self.numels, dim=1), self.shapes)]
             try:
                 hv = _second_backward(graph, cols, self.params, retain=True, batched=True)
             except RuntimeError:  # an op whose double backward vmap does not cover: one product at a time
                 self._batched_ok = False
             else:
-                self.products += s
                 if hv is None:
                     return torch.zeros_like(vs)
                 return torch.cat(
@@ -175,7 +175,7 @@ class HessianOperator:
                     ],
                     dim=1,
                 )
-        return torch.stack([self.matvec(v) for v in vs])
+        return torch.stack([self._local_matvec(v) for v in vs])
 
     def _cached_graph(self) -> Optional[List[Optional[torch.Tensor]]]:
         """The summed first-order gradients with their graph, built on first use; None (and from then
