@@ -5,6 +5,7 @@ of its ``LOCAL_RANK``."""
 from __future__ import annotations
 
 import os
+from typing import Any, Callable, Optional, Tuple
 
 import torch
 
@@ -53,4 +54,34 @@ def _host_available() -> int:
         return 2**62  # unknown: no limit is assumed
 
 
-__all__ = ["free_memory", "resolve_device"]
+def peak_memory_of(fn: Callable[[], Any], device: torch.device) -> Tuple[Any, Optional[int]]:
+    """``fn()`` and the most memory it took above what was in use when it started: on a GPU from
+    the allocator's peak, on Linux from the process's peak resident size (reset first through
+    ``/proc/self/clear_refs``); None where neither can be read."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out, int(torch.cuda.max_memory_allocated(device) - start)
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # the peak resident size starts again from the current one
+        start = _status_bytes("VmRSS")
+    except OSError:
+        return fn(), None
+    out = fn()
+    return out, max(0, _status_bytes("VmHWM") - start)
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"/proc/self/status has no {field}")
+
+
+__all__ = ["free_memory", "peak_memory_of", "resolve_device"]

@@ -79,8 +79,9 @@ SHARED_PASS = "shared pass"
 def register_timer(*units: str) -> Callable[[TimerFn], TimerFn]:
     """Decorator: ``fn(ctx, images, labels) -> {unit: seconds per image}`` times the units a family
     brings (e.g. Hessian-vector products) on the timing batch; the Hessian's timer adds what its
-    graph takes (``graph_bytes`` per image, ``graph_images``: the most images whose graph a process
-    keeps between products, ``free_bytes``: the free memory it measured against)."""
+    graph takes (per image ``graph_bytes`` saved and ``product_bytes`` at the peak of a product,
+    ``graph_images``: the most images whose graph a process keeps between products,
+    ``free_bytes``: the free memory it measured against)."""
 
     def deco(fn: TimerFn) -> TimerFn:
         for u in units:
@@ -208,16 +209,17 @@ def estimate(step: Step, world: Dist, measured: Mapping[str, float]) -> float:
 
 
 def memory(step: Step, world: Dist, measured: Mapping[str, float]) -> float:
-    """Bytes a process holds for a curvature step: its share of the images (kept on the device for
-    every product or evaluation) and, for products, the gradient graph (all of the share's, or one
-    batch's when it is rebuilt); NaN for the streaming passes, which hold one batch at a time."""
+    """Peak bytes of a process in a curvature step: its share of the images (kept on the device for
+    every product or evaluation) and, for products, the measured peak per image of building the
+    gradient graph and taking a product through it, for all of the share's images or one batch's
+    when the graph is rebuilt; NaN for the streaming passes, which hold one batch at a time."""
     if step.unit not in ("hvp", "loss"):
         return math.nan
     n = step.per_process(world)
     held = measured.get("image_bytes", math.nan) * n
     if step.unit == "hvp":
         graph = n if graph_kept(step, world, measured) else min(n, step.batch)
-        held += measured.get("graph_bytes", math.nan) * graph
+        held += measured.get("product_bytes", math.nan) * graph
     return held
 
 

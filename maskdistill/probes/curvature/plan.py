@@ -12,10 +12,10 @@ from typing import Any, Dict, List, Mapping, Tuple
 import torch
 from torch import nn
 
-from maskdistill.models.device import free_memory
+from maskdistill.models.device import free_memory, peak_memory_of
 from maskdistill.models.modes import curvature_mode
 from maskdistill.probes.core.plan import Step, analysed_images, register_plan, register_timer, seconds_of
-from maskdistill.probes.curvature.graph_memory import GRAPH_SHARE
+from maskdistill.probes.curvature.graph_memory import GRAPH_SHARE, PEAK_OVER_GRAPH
 from maskdistill.probes.curvature.hessian import default_blocks
 from maskdistill.probes.curvature.hvp import HessianOperator
 from maskdistill.probes.curvature.probes import EIG_STEPS, EIG_TOL, PER_BATCH_MAX
@@ -104,14 +104,15 @@ def plan_landscape(ctx: Any, p: Params) -> List[Step]:
 @register_timer("hvp", "loss")
 def time_products(ctx: Any, x: torch.Tensor, y: torch.Tensor) -> Dict[str, float]:
     """Seconds per image of the first product (it builds the gradient graph), of each later one
-    and of one loss, on up to one Hessian batch of the timing images; the graph's bytes per image
-    and how many images' graph a process may keep (above that, every product rebuilds it)."""
+    and of one loss, on up to one Hessian batch of the timing images; per image the graph's saved
+    bytes and the first product's peak memory, and how many images' graph a process may keep
+    (above that, every product rebuilds it)."""
     b = min(len(x), HESSIAN_BATCH)
     free = free_memory(ctx.device)
     with curvature_mode(ctx.model):
         op = HessianOperator(ctx.model, nn.CrossEntropyLoss(), [(x[:b], y[:b])])
         v = torch.randn(op.n, generator=torch.Generator().manual_seed(0)).to(op.device, op.dtype)
-        first = seconds_of(lambda: op.matvec(v), ctx.device)
+        first, peak = peak_memory_of(lambda: seconds_of(lambda: op.matvec(v), ctx.device), ctx.device)
         later = seconds_of(lambda: op.matvec(v), ctx.device)
         loss = seconds_of(op.loss, ctx.device)
         graph = float(op.graph_bytes or 0.0) / b
@@ -122,6 +123,7 @@ def time_products(ctx: Any, x: torch.Tensor, y: torch.Tensor) -> Dict[str, float
         "hvp": later / b,
         "loss": loss / b,
         "graph_bytes": graph,
+        "product_bytes": PEAK_OVER_GRAPH * graph if peak is None else peak / b,
         "graph_images": float(keep),
         "free_bytes": float(free),
     }
