@@ -57,7 +57,8 @@ def _host_available() -> int:
 def peak_memory_of(fn: Callable[[], Any], device: torch.device) -> Tuple[Any, Optional[int]]:
     """``fn()`` and the most memory it took above what was in use when it started: on a GPU from
     the allocator's peak, on Linux from the process's peak resident size (reset first through
-    ``/proc/self/clear_refs``); None where neither can be read."""
+    ``/proc/self/clear_refs``; a lower bound where the kernel pages other memory of the process out
+    meanwhile); None where neither can be read."""
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
