@@ -1,6 +1,6 @@
 """The plan of ``analyze --dry-run`` as rows (one per model and step, :func:`rows`) and as the
 printed text (:func:`render`): the work in words, the estimated time, and for the curvature steps
-the memory a process holds, with a warning where it exceeds the free memory (:mod:`.plan` counts
+the peak memory of a process, with a warning where it exceeds the free memory (:mod:`.plan` counts
 and estimates)."""
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def render(plan: pd.DataFrame, world: Dist, device: str) -> str:
         for r in g.to_dict("records"):
             est = "" if r["work"].startswith(("shares", "finished", "skipped")) else f"  ~{duration(r['seconds'])}"
             mem = r.get("memory", math.nan)
-            held = f"  {gigabytes(mem)} per process" if isinstance(mem, float) and math.isfinite(mem) else ""
+            held = f"  peak ~{gigabytes(mem)} per process" if isinstance(mem, float) and math.isfinite(mem) else ""
             lines.append(f"    {r['probe']:28s} {int(r['images']):>7d} images  {r['work']}{est}{held}")
         lines += _memory_warning(g)
     return "\n".join(lines)
