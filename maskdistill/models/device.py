@@ -42,10 +42,7 @@ def free_memory(device: torch.device) -> int:
 
 def _host_available() -> int:
     try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+        return _proc_bytes("/proc/meminfo", "MemAvailable")
     except OSError:
         pass
     try:  # not Linux: free pages (an underestimate of what the system could give back)
@@ -70,19 +67,20 @@ def peak_memory_of(fn: Callable[[], Any], device: torch.device) -> Tuple[Any, Op
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # the peak resident size starts again from the current one
-        start = _status_bytes("VmRSS")
+        start = _proc_bytes("/proc/self/status", "VmRSS")
     except OSError:
         return fn(), None
     out = fn()
-    return out, max(0, _status_bytes("VmHWM") - start)
+    return out, max(0, _proc_bytes("/proc/self/status", "VmHWM") - start)
 
 
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as f:
+def _proc_bytes(path: str, field: str) -> int:
+    """A ``Field:   N kB`` line of a /proc file, in bytes."""
+    with open(path) as f:
         for line in f:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-    raise OSError(f"/proc/self/status has no {field}")
+    raise OSError(f"{path} has no {field}")
 
 
 __all__ = ["free_memory", "peak_memory_of", "resolve_device"]

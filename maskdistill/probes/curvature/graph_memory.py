@@ -61,9 +61,14 @@ class SavedBytes:
         return self._device is not None and self._device.type == "cuda"
 
 
+def graph_budget(free_bytes: float) -> float:
+    """The bytes a kept graph may take, with ``free_bytes`` free before it was built."""
+    return GRAPH_SHARE * free_bytes
+
+
 def graph_fits(graph_bytes: float, free_bytes: float) -> bool:
     """Whether a graph of ``graph_bytes`` may be kept, with ``free_bytes`` free before it was built."""
-    return graph_bytes <= GRAPH_SHARE * free_bytes
+    return graph_bytes <= graph_budget(free_bytes)
 
 
-__all__ = ["GRAPH_SHARE", "PEAK_OVER_GRAPH", "SavedBytes", "graph_fits"]
+__all__ = ["GRAPH_SHARE", "PEAK_OVER_GRAPH", "SavedBytes", "graph_budget", "graph_fits"]

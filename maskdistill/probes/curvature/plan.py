@@ -15,7 +15,7 @@ from torch import nn
 from maskdistill.models.device import free_memory, peak_memory_of
 from maskdistill.models.modes import curvature_mode
 from maskdistill.probes.core.plan import Step, analysed_images, register_plan, register_timer, seconds_of
-from maskdistill.probes.curvature.graph_memory import GRAPH_SHARE, PEAK_OVER_GRAPH
+from maskdistill.probes.curvature.graph_memory import PEAK_OVER_GRAPH, graph_budget
 from maskdistill.probes.curvature.hessian import default_blocks
 from maskdistill.probes.curvature.hvp import HessianOperator
 from maskdistill.probes.curvature.probes import EIG_STEPS, EIG_TOL, PER_BATCH_MAX
@@ -117,7 +117,7 @@ def time_products(ctx: Any, x: torch.Tensor, y: torch.Tensor) -> Dict[str, float
         loss = seconds_of(op.loss, ctx.device)
         graph = float(op.graph_bytes or 0.0) / b
         op.release()
-    keep = math.floor(GRAPH_SHARE * free / graph) if graph > 0 else math.inf
+    keep = math.floor(graph_budget(free) / graph) if graph > 0 else math.inf
     return {
         "hvp_first": first / b,
         "hvp": later / b,
